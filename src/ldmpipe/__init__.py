@@ -1,0 +1,3 @@
+"""ldmpipe: a reproducible latent-diffusion pipeline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""``ldmpipe``: one subcommand per pipeline stage, plus ``check``.
+
+Every stage takes ``--params`` and its input/output paths as options; the paths live in one
+place, ``dvc.yaml``, from which the Snakefile builds its rules too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .config import ConfigError, load_params
+
+# subcommand -> (module under ldmpipe.stages, one-line help)
+STAGES = {
+    "prepare": ("prepare", "generate or load the dataset; write uint8 train/val arrays"),
+    "train-vae": ("train_vae", "train the KL autoencoder; write weights, recon metrics and a grid"),
+    "encode": ("encode", "encode images to latents; compute the latent scale factor"),
+    "train-evaluator": ("train_evaluator", "train the frozen classifier used by FID/IS; write reference stats"),
+    "train-diffusion": ("train_diffusion", "train the latent UNet (EMA weights, DVCLive curves)"),
+    "sample": ("sample", "sample images with DDPM/DDIM on the EMA weights and decode them"),
+    "evaluate": ("evaluate", "FID and IS against the reference, with the real-vs-real floor"),
+    "report": ("report", "write reports/report.md with figures, metrics and params"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldmpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ldmpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate a params file without running anything")
+    check.add_argument("params", nargs="?", default="params.yaml")
+    for name, (module, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        importlib.import_module(f"ldmpipe.stages.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    from .io import ArtifactError
+    from .training import NonFiniteLossError
+
+    try:
+        if args.command == "check":
+            load_params(args.params)
+            print(f"{args.params}: ok")
+            return 0
+        params = load_params(args.params)
+        module = importlib.import_module(f"ldmpipe.stages.{STAGES[args.command][0]}")
+        module.run(args, params)
+    except (ConfigError, DataError) as e:
+        print(f"ldmpipe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (ArtifactError, NonFiniteLossError) as e:
+        # Missing or unreadable inputs, or a diverged run: one line, no traceback.
+        print(f"ldmpipe {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

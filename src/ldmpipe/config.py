@@ -1,0 +1,292 @@
+"""Typed, validated configuration read from ``params.yaml``.
+
+Every section of ``params.yaml`` is a frozen dataclass.  ``load_params`` validates the whole file
+once, before any work: an unknown key, a missing key or a bad value raises ``ConfigError`` whose
+message is one line naming the dotted key, what is allowed and what was given, e.g.
+``sample.steps must be a positive integer, got -3``.  Stages take the sections they read from the
+returned ``Params``; no stage reads YAML itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .constants import DATASETS, SAMPLERS, SCHEDULES
+
+
+class ConfigError(ValueError):
+    """A bad value in params.yaml; the message is one line naming the dotted key."""
+
+
+# --- checks: each returns None when fine, or the phrase that follows "<key> must be ..." --------
+
+Check = Callable[[Any], str | None]
+
+
+def positive(v: Any) -> str | None:
+    return None if v > 0 else "positive"
+
+
+def non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "non-negative"
+
+
+def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        return None if ok else f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+    return check
+
+
+def one_of(*allowed: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in allowed else "one of " + ", ".join(allowed)
+
+    return check
+
+
+def power_of_two(v: Any) -> str | None:
+    return None if v >= 1 and (v & (v - 1)) == 0 else "a power of two (1, 2, 4, 8)"
+
+
+def device_spec(v: Any) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) else "auto, cpu, mps, cuda or cuda:N"
+
+
+def each(check: Check) -> Check:
+    def check_all(v: Any) -> str | None:
+        for item in v:
+            if (msg := check(item)) is not None:
+                return f"a list whose items are each {msg}"
+        return None
+
+    return check_all
+
+
+def spec(*checks: Check) -> Any:
+    """Field metadata: the checks a value must pass after its type is checked."""
+    return field(metadata={"checks": checks})
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = spec(one_of(*DATASETS))
+    root: str | None = spec()
+    download: bool = spec()
+    image_size: int = spec(positive)
+    count: int | None = spec(positive)
+    val_fraction: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    channels: int = spec(positive)
+    downsample: int = spec(power_of_two)
+    latent_channels: int = spec(positive)
+    kl_weight: float = spec(non_negative)
+    steps: int = spec(positive)
+    batch_size: int = spec(positive)
+    lr: float = spec(positive)
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    channels: int = spec(positive)
+    feature_dim: int = spec(positive)
+    steps: int = spec(positive)
+    batch_size: int = spec(positive)
+    lr: float = spec(positive)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    timesteps: int = spec(positive)
+    schedule: str = spec(one_of(*SCHEDULES))
+    beta_start: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+    beta_end: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    channels: int = spec(positive)
+    channel_mult: tuple[int, ...] = spec(each(positive))
+    num_res_blocks: int = spec(positive)
+    attention_resolutions: tuple[int, ...] = spec(each(positive))
+    dropout: float = spec(between(0.0, 1.0, hi_open=True))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = spec(positive)
+    batch_size: int = spec(positive)
+    lr: float = spec(positive)
+    weight_decay: float = spec(non_negative)
+    warmup_steps: int = spec(non_negative)
+    ema_decay: float = spec(between(0.0, 1.0, hi_open=True))
+    grad_clip: float = spec(positive)
+    log_every: int = spec(positive)
+    bf16: bool = spec()
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = spec(one_of(*SAMPLERS))
+    steps: int = spec(positive)
+    eta: float = spec(between(0.0, 1.0))
+    n_samples: int = spec(positive)
+    batch_size: int = spec(positive)
+    grid_size: int = spec(positive)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = spec(positive)
+    is_splits: int = spec(positive)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = spec(non_negative)
+    device: str = spec(device_spec)
+    data: DataConfig = spec()
+    vae: VAEConfig = spec()
+    evaluator: EvaluatorConfig = spec()
+    diffusion: DiffusionConfig = spec()
+    unet: UNetConfig = spec()
+    train: TrainConfig = spec()
+    sample: SampleConfig = spec()
+    evaluate: EvaluateConfig = spec()
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _coerce(tp: Any, v: Any, key: str) -> Any:
+    """Check ``v`` against the annotation ``tp``; return it in canonical form (lists -> tuples)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):  # ``X | None``
+        if v is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, v, key)
+    if origin is tuple:
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{key} must be a non-empty list, got {_fmt(v)}")
+        return tuple(_coerce(args[0], item, key) for item in v)
+    if dataclasses.is_dataclass(tp):
+        return parse_section(tp, v, key)
+    ok = {
+        bool: isinstance(v, bool),
+        int: isinstance(v, int) and not isinstance(v, bool),
+        float: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        str: isinstance(v, str),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{key} must be {_TYPE_NAMES[tp]}, got {_fmt(v)}")
+    return float(v) if tp is float else v
+
+
+def _noun(tp: Any) -> str:
+    tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+    return {int: "integer", float: "number"}.get(tp, "value")
+
+
+def parse_section(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys, missing keys and bad values."""
+    dotted = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'params'} must be a mapping of keys, got {_fmt(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{dotted(key)} is not a known key; allowed: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            raise ConfigError(f"{dotted(name)} is missing")
+        value = _coerce(hints[name], data[name], dotted(name))
+        if value is not None:
+            for check in f.metadata.get("checks", ()):
+                if (msg := check(value)) is not None:
+                    if msg in ("positive", "non-negative"):
+                        msg = f"a {msg} {_noun(hints[name])}"
+                    raise ConfigError(f"{dotted(name)} must be {msg}, got {_fmt(data[name])}")
+        values[name] = value
+    return cls(**values)
+
+
+def check_consistency(p: Params) -> None:
+    """Cross-key rules that no single value can break alone."""
+    if p.data.image_size % p.vae.downsample:
+        raise ConfigError(
+            f"data.image_size must be divisible by vae.downsample ({p.vae.downsample}), got {p.data.image_size}"
+        )
+    if p.data.name == "imagefolder" and not p.data.root:
+        raise ConfigError("data.root must name a folder of images when data.name is imagefolder, got null")
+    if p.data.name == "shapes" and p.data.count is None:
+        raise ConfigError("data.count must be a positive integer for the shapes dataset, got null")
+    if p.diffusion.beta_start >= p.diffusion.beta_end:
+        raise ConfigError(
+            f"diffusion.beta_start must be smaller than diffusion.beta_end ({p.diffusion.beta_end}), got {p.diffusion.beta_start}"
+        )
+    if p.sample.steps > p.diffusion.timesteps:
+        raise ConfigError(
+            f"sample.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {p.sample.steps}"
+        )
+    latent = p.data.image_size // p.vae.downsample
+    levels = len(p.unet.channel_mult)
+    if latent % 2 ** (levels - 1):
+        raise ConfigError(
+            f"unet.channel_mult has {levels} levels, which needs a latent size ({latent}) divisible by {2 ** (levels - 1)}"
+        )
+    sizes = {latent // 2**i for i in range(levels)}
+    for r in p.unet.attention_resolutions:
+        if r not in sizes:
+            raise ConfigError(
+                f"unet.attention_resolutions must list latent feature-map sizes among {sorted(sizes)}, got {r}"
+            )
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a whole params file; raise ConfigError naming the file or the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    params = parse_section(Params, raw)
+    check_consistency(params)
+    return params
+
+
+def to_dict(section: Any) -> dict[str, Any]:
+    """A section as plain YAML/JSON-friendly data (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        return [plain(x) for x in v] if isinstance(v, tuple) else v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(section).items()}

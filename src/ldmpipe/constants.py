@@ -1,0 +1,5 @@
+"""Names that params.yaml may use, kept free of heavy imports so validation stays fast."""
+
+DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "imagefolder")
+SCHEDULES = ("linear", "scaled_linear", "cosine")
+SAMPLERS = ("ddpm", "ddim")

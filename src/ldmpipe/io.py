@@ -1,0 +1,83 @@
+"""Atomic writers for every artifact: write under a temporary name in the same directory, then
+``os.replace`` it into place, so a crash never leaves a truncated file under the final name.
+
+Formats are chosen to be byte-deterministic and free of pickled code: safetensors for tensors
+and arrays, JSON for metrics, PNG for pictures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ArtifactError(ValueError):
+    """An input artifact is missing, unreadable or of the wrong kind; the message names the file."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> None:
+    """Save numpy arrays as safetensors; ``metadata`` values are stored as JSON strings."""
+    from safetensors.numpy import save_file
+
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=meta)
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load arrays and JSON-decoded metadata written by ``save_arrays``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ArtifactError(f"{path}: not a readable safetensors file ({e})") from None
+    return arrays, meta
+
+
+def save_image(path: str | Path, image: Any) -> None:
+    """Save a PIL image as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_figure(path: str | Path, fig: Any) -> None:
+    """Save a matplotlib figure as PNG without time-dependent metadata, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})

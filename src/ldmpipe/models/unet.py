@@ -1,0 +1,88 @@
+"""Noise-prediction UNet (Ho et al. 2020, appendix B; Dhariwal & Nichol 2021, sec. 3).
+
+Input: noisy scaled latents (B, C, h, w) and integer timesteps (B,).  Output: the predicted noise,
+same shape as the input.  Resolution levels halve the feature map; self-attention runs at the
+feature-map sizes listed in ``attention_resolutions``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding
+
+
+class UNet(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        sample_size: int,
+        channels: int,
+        channel_mult: tuple[int, ...] | list[int],
+        num_res_blocks: int,
+        attention_resolutions: tuple[int, ...] | list[int],
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.config = dict(
+            in_channels=in_channels, sample_size=sample_size, channels=channels, channel_mult=list(channel_mult),
+            num_res_blocks=num_res_blocks, attention_resolutions=list(attention_resolutions), dropout=dropout,
+        )  # fmt: skip
+        temb = 4 * channels
+        self.channels = channels
+        self.time_mlp = nn.Sequential(nn.Linear(channels, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+
+        # Down path: every block's output is kept for a skip connection.
+        self.down = nn.ModuleList()
+        skips, ch, size = [channels], channels, sample_size
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                block = nn.ModuleList([ResBlock(ch, channels * mult, temb, dropout)])
+                ch = channels * mult
+                if size in attention_resolutions:
+                    block.append(AttentionBlock(ch))
+                self.down.append(block)
+                skips.append(ch)
+            if level < len(channel_mult) - 1:
+                self.down.append(nn.ModuleList([Downsample(ch)]))
+                skips.append(ch)
+                size //= 2
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, temb, dropout), AttentionBlock(ch), ResBlock(ch, ch, temb, dropout)])
+
+        # Up path: one more block per level than on the way down, each eating one skip.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                block = nn.ModuleList([ResBlock(ch + skips.pop(), channels * mult, temb, dropout)])
+                ch = channels * mult
+                if size in attention_resolutions:
+                    block.append(AttentionBlock(ch))
+                if level > 0 and i == num_res_blocks:
+                    block.append(Upsample(ch))
+                    size *= 2
+                self.up.append(block)
+
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)  # start as the zero predictor (Ho et al. 2020 code)
+        nn.init.zeros_(self.out[-1].bias)
+
+    @staticmethod
+    def _run(block: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        for layer in block:
+            h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
+        return h
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time_mlp(timestep_embedding(t, self.channels))  # (B, 4C)
+        h = self.conv_in(x)  # (B, C, h, w)
+        hs = [h]
+        for block in self.down:
+            h = self._run(block, h, temb)
+            hs.append(h)
+        h = self._run(self.mid, h, temb)
+        for block in self.up:
+            h = self._run(block, torch.cat([h, hs.pop()], dim=1), temb)
+        return self.out(h)

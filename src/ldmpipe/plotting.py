@@ -1,0 +1,60 @@
+"""Pictures people would rather look at than read: image grids and loss curves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, scale: int = 2, pad: int = 2) -> Image.Image:
+    """Tile uint8 images (N, H, W, C) into one RGB picture, each upscaled ``scale``x (nearest)."""
+    n, h, w, c = images.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    if c == 1:
+        images = np.repeat(images, 3, axis=3)
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    h, w = h * scale, w * scale
+    canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[y : y + h, x : x + w] = img
+    return Image.fromarray(canvas)
+
+
+def pair_grid(top: np.ndarray, bottom: np.ndarray, ncol: int = 8) -> Image.Image:
+    """Row pairs: ``ncol`` originals above their ``ncol`` reconstructions, repeated."""
+    n = (min(len(top), len(bottom)) // ncol) * ncol
+    rows = [x for i in range(0, n, ncol) for x in (top[i : i + ncol], bottom[i : i + ncol])]
+    return image_grid(np.concatenate(rows), ncol=ncol)
+
+
+def labelled_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 8) -> Image.Image:
+    """One row per class (first ``per_class`` examples of each), for a dataset preview."""
+    rows = []
+    for k in range(len(classes)):
+        idx = np.flatnonzero(labels == k)[:per_class]
+        row = np.zeros((per_class, *images.shape[1:]), dtype=np.uint8)
+        row[: len(idx)] = images[idx]
+        rows.append(row)
+    return image_grid(np.concatenate(rows), ncol=per_class)
+
+
+def loss_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
+    """One panel per named curve (steps, values), log-scaled loss axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.2), squeeze=False)
+    for ax, (name, (x, y)) in zip(axes[0], curves.items()):
+        ax.plot(x, y, lw=1.2)
+        ax.set(title=name, xlabel="step", ylabel="loss", yscale="log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

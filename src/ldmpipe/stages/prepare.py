@@ -1,0 +1,41 @@
+"""Stage ``prepare``: dataset -> uint8 train/val arrays, a meta file and a preview grid."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..config import Params
+from ..data import prepare_dataset
+from ..io import save_arrays, save_image, write_json
+from ..plotting import labelled_grid
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", required=True, help="output: train arrays (.safetensors)")
+    p.add_argument("--val", required=True, help="output: validation arrays (.safetensors)")
+    p.add_argument("--meta", required=True, help="output: dataset meta (.json)")
+    p.add_argument("--preview", required=True, help="output: preview grid, one row per class (.png)")
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    d = params.data
+    data = prepare_dataset(
+        d.name, image_size=d.image_size, seed=params.seed, count=d.count,
+        val_fraction=d.val_fraction, root=d.root, download=d.download,
+    )  # fmt: skip
+    meta = {
+        "dataset": d.name,
+        "classes": list(data.classes),
+        "channels": data.channels,
+        "image_size": d.image_size,
+        "n_train": len(data.train_images),
+        "n_val": len(data.val_images),
+        "train_class_counts": np.bincount(data.train_labels, minlength=len(data.classes)).tolist(),
+    }
+    for path, images, labels in ((args.train, data.train_images, data.train_labels), (args.val, data.val_images, data.val_labels)):
+        save_arrays(path, {"images": images, "labels": labels}, {"classes": meta["classes"]})
+    write_json(args.meta, meta)
+    save_image(args.preview, labelled_grid(data.train_images, data.train_labels, data.classes))
+    print(f"prepare: {meta['n_train']} train / {meta['n_val']} val images of {d.name}, classes {meta['classes']}")

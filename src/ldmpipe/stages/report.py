@@ -1,0 +1,106 @@
+"""Stage ``report``: one Markdown page with figures, metrics (FID beside its floor) and params."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..config import Params, to_dict
+from ..io import save_figure, write_text
+from ..plotting import loss_figure
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--meta", required=True, help="input: dataset meta (.json)")
+    p.add_argument("--vae-metrics", required=True, help="input: autoencoder DVCLive summary (.json)")
+    p.add_argument("--vae-loss", required=True, help="input: autoencoder loss curve (.tsv)")
+    p.add_argument("--latent-metrics", required=True, help="input: latent statistics (.json)")
+    p.add_argument("--evaluator-metrics", required=True, help="input: evaluator metrics (.json)")
+    p.add_argument("--diffusion-metrics", required=True, help="input: diffusion DVCLive summary (.json)")
+    p.add_argument("--diffusion-loss", required=True, help="input: diffusion loss curve (.tsv)")
+    p.add_argument("--metrics", required=True, help="input: evaluation metrics (.json)")
+    p.add_argument("--figures", nargs="+", required=True, help="input: figures to show, in order (.png)")
+    p.add_argument("--loss-figure", required=True, help="output: loss curves (.png)")
+    p.add_argument("--out", required=True, help="output: the report (.md)")
+
+
+def read_curve(path: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    name = next(k for k in rows[0] if k != "step")
+    return np.array([int(r["step"]) for r in rows]), np.array([float(r[name]) for r in rows])
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    load = lambda p: json.loads(Path(p).read_text())  # noqa: E731
+    meta, vae, lat = load(args.meta), load(args.vae_metrics), load(args.latent_metrics)
+    ev, dm, m = load(args.evaluator_metrics), load(args.diffusion_metrics), load(args.metrics)
+    fig = loss_figure({"autoencoder": read_curve(args.vae_loss), "diffusion (ε-MSE)": read_curve(args.diffusion_loss)})
+    save_figure(args.loss_figure, fig)
+
+    out_dir = Path(args.out).parent
+    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
+    captions = {"dataset": "Dataset preview (one row per class)", "vae": "Autoencoder: originals above reconstructions",
+                "sample": "Samples"}  # fmt: skip
+    figures = "\n\n".join(
+        f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
+        for p in args.figures
+    )
+    metrics = table(
+        [
+            ("FID ↓", f"{m['fid']:.3f}", f"{m['fid_real_floor']:.3f}"),
+            ("IS ↑", f"{m['is_mean']:.3f} ± {m['is_std']:.3f}", f"{m['is_real_mean']:.3f} ± {m['is_real_std']:.3f}"),
+        ],
+        ("metric", f"samples (n={m['n_samples']})", f"real held-out (n={m['n_samples']}, the floor)"),
+    )
+    others = table(
+        [
+            ("evaluator validation accuracy", f"{ev['val_accuracy']:.4f}"),
+            ("autoencoder validation PSNR", f"{vae['val_psnr']:.2f} dB (MSE {vae['val_mse']:.5f})"),
+            ("latent shape / scale factor", f"{tuple(lat['latent_shape'])} / {lat['scale_factor']:.4f}"),
+            ("final diffusion loss", f"{dm['loss']:.4f} after {dm['step']} steps"),
+        ],
+        ("quantity", "value"),
+    )
+    text = f"""# ldmpipe report
+
+Dataset **{meta['dataset']}**: {meta['n_train']} train / {meta['n_val']} validation images of
+{meta['image_size']}×{meta['image_size']}×{meta['channels']}, classes {', '.join(meta['classes'])}.
+
+## Metrics
+
+FID and IS use the pipeline's own evaluator ({m['extractor']}, {m['feature_dim']}-d penultimate features;
+IS over {m['is_splits']} splits, mean ± std). The floor is the same metric for held-out real images at the
+same n: a perfect generator would score about the floor, not 0.
+
+{metrics}
+
+{others}
+
+## Figures
+
+{figures}
+
+**Training loss**
+
+![losses]({rel(args.loss_figure)})
+
+## Params
+
+```yaml
+{yaml.safe_dump({k: (to_dict(v) if hasattr(v, '__dataclass_fields__') else v) for k, v in vars(params).items()}, sort_keys=False).strip()}
+```
+"""
+    write_text(args.out, text)
+    print(f"report: wrote {args.out}")

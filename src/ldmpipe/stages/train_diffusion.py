@@ -1,0 +1,57 @@
+"""Stage ``train_diffusion``: a UNet on scaled latents with the simple ε-prediction loss.
+
+DDPM forward process and loss (Ho et al. 2020, eq. 4 and 14), AdamW with linear warm-up,
+gradient clipping, EMA weights; the EMA weights are the stage's output, stored with the noise
+schedule and the latent scale factor so that sampling needs nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .. import runtime
+from ..config import Params, to_dict
+from ..diffusion import NoiseSchedule, epsilon_loss
+from ..io import load_arrays
+from ..models.checkpoint import save_model
+from ..models.unet import UNet
+from ..tracking import live_logger, log_step
+from ..training import TrainSettings, batch_indices, train_loop
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--latents", required=True, help="input: train latents with their scale factor")
+    p.add_argument("--model", required=True, help="output: EMA weights of the UNet (.safetensors)")
+    p.add_argument("--live", required=True, help="output: DVCLive folder (loss curve, summary)")
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    cfg, d = params.train, params.diffusion
+    device = runtime.setup(params.device)
+    arrays, meta = load_arrays(args.latents)
+    scale = float(meta["scale_factor"])
+    data = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w), unit std
+    torch.manual_seed(runtime.stage_seed(params.seed, "train_diffusion.init"))
+    u = params.unet
+    unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
+                u.attention_resolutions, u.dropout).to(device)  # fmt: skip
+    schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end)
+    gen = runtime.generator(params.seed, "train_diffusion.batches")
+    batches = batch_indices(len(data), cfg.batch_size, gen)
+
+    def loss_fn(step: int):
+        x0 = data[next(batches).to(device)]
+        with runtime.autocast(device, cfg.bf16):
+            loss = epsilon_loss(unet, schedule, x0, gen)
+        return loss, {"loss": loss.item()}
+
+    settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                             grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every)  # fmt: skip
+    n_params = sum(p.numel() for p in unet.parameters())
+    print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}, {device}")
+    with live_logger(args.live) as live:
+        ema = train_loop(unet, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_diffusion")
+        live.summary["parameters"] = n_params
+    save_model(ema.model, args.model, extra={"scale_factor": scale, "diffusion": to_dict(d)})

@@ -1,0 +1,67 @@
+"""Stage ``train_evaluator``: the frozen feature network for FID/IS, and reference statistics.
+
+Reference statistics are the float64 mean and covariance of the penultimate features of the real
+validation images, plus the covariance's square root so each FID costs one eigendecomposition.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import runtime
+from ..config import Params
+from ..io import load_arrays, save_arrays, write_json
+from ..metrics import extract, feature_statistics, sqrtm_psd, to_model_input
+from ..models.checkpoint import save_model
+from ..models.classifier import Classifier
+from ..training import TrainSettings, batch_indices, train_loop
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", required=True, help="input: train arrays")
+    p.add_argument("--val", required=True, help="input: validation arrays")
+    p.add_argument("--model", required=True, help="output: classifier weights (.safetensors)")
+    p.add_argument("--reference", required=True, help="output: reference feature statistics (.safetensors)")
+    p.add_argument("--metrics", required=True, help="output: validation accuracy (.json)")
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Shift the batch (B, C, H, W) by up to 2 pixels (no flips: they change digits' classes)."""
+    dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    cfg = params.evaluator
+    device = runtime.setup(params.device)
+    train, train_meta = load_arrays(args.train)
+    val, _ = load_arrays(args.val)
+    images, labels = torch.from_numpy(train["images"]), torch.from_numpy(train["labels"])
+    num_classes = len(train_meta["classes"])
+    torch.manual_seed(runtime.stage_seed(params.seed, "train_evaluator.init"))
+    model = Classifier(images.shape[-1], num_classes, cfg.channels, cfg.feature_dim).to(device)
+    gen = runtime.generator(params.seed, "train_evaluator.batches")
+    batches = batch_indices(len(images), cfg.batch_size, gen)
+
+    def loss_fn(step: int):
+        idx = next(batches)
+        x = augment(to_model_input(images[idx].numpy(), device), gen)
+        logits = model(x)
+        loss = F.cross_entropy(logits, labels[idx].to(device))
+        return loss, {"loss": loss.item()}
+
+    settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(50, cfg.steps // 10), grad_clip=1.0,
+                             log_every=max(1, cfg.steps // 20))  # fmt: skip
+    train_loop(model, loss_fn, settings, desc="train_evaluator")
+
+    feats, probs = extract(model.features, model.head, val["images"], 500, device)
+    accuracy = float((probs.argmax(1) == val["labels"]).mean())
+    mu, sigma = feature_statistics(feats)
+    save_model(model, args.model)
+    save_arrays(args.reference, {"mu": mu, "sigma": sigma, "sqrt_sigma": sqrtm_psd(sigma)}, {"n": len(feats)})
+    write_json(args.metrics, {"val_accuracy": accuracy, "feature_dim": cfg.feature_dim, "n_reference": len(feats)})
+    print(f"train_evaluator: validation accuracy {accuracy:.4f} over {len(feats)} images")

@@ -1,0 +1,133 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldmpipe.data import (
+    DATASETS,
+    SHAPE_CLASSES,
+    DataError,
+    PreparedData,
+    prepare_dataset,
+    resize_center_crop,
+    split_indices,
+)
+
+
+def _write_fake_mnist(root: Path, n_train: int, n_test: int) -> dict:
+    """Minimal torchvision MNIST raw layout (uncompressed idx files); returns the arrays written."""
+    rng = np.random.default_rng(0)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    out = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = np.arange(n, dtype=np.uint8) % 10
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            header = np.array([0x0800 | arr.ndim, *arr.shape], dtype=">i4").tobytes()
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + arr.tobytes())
+        out[split] = (x, y)
+    return out
+
+
+@pytest.mark.parametrize("n,frac", [(100, 0.1), (2, 0.0), (2, 0.9), (7, 0.5), (1000, 0.25)])
+def test_split_indices_disjoint_cover_deterministic(n, frac):
+    tr, va = split_indices(n, frac, seed=3)
+    assert tr.dtype == np.int64 and va.dtype == np.int64
+    assert len(tr) >= 1 and len(va) >= 1
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(n))  # disjoint + covering
+    assert np.all(np.diff(tr) > 0) and np.all(np.diff(va) > 0)  # sorted
+    tr2, va2 = split_indices(n, frac, seed=3)
+    assert np.array_equal(tr, tr2) and np.array_equal(va, va2)
+    if n >= 100:
+        assert len(va) == round(n * frac)
+        assert not np.array_equal(va, split_indices(n, frac, seed=4)[1])
+
+
+def test_split_indices_bad_fraction():
+    with pytest.raises(DataError):
+        split_indices(10, 1.0, 0)
+
+
+def test_resize_center_crop_non_square():
+    img = np.zeros((20, 60, 3), dtype=np.uint8)  # (H, W, C): red | green | blue thirds
+    img[:, :20, 0] = img[:, 20:40, 1] = img[:, 40:, 2] = 255
+    out = resize_center_crop(img, 10)
+    assert out.shape == (10, 10, 3) and out.dtype == np.uint8
+    # only the green middle third survives (edge columns blend slightly with the cropped-away neighbours)
+    inner = out[:, 1:-1].astype(int)
+    assert (inner[..., 1] >= 250).all() and (inner[..., [0, 2]] <= 5).all()
+    assert (out[..., 1].astype(int) > 4 * out[..., [0, 2]].max(axis=-1)).all()
+    tall = resize_center_crop(img.transpose(1, 0, 2)[..., :1].copy(), 16)  # (60, 20, 1)
+    assert tall.shape == (16, 16, 1) and (tall[1:-1] == 0).all() and (tall <= 20).all()  # red rows cropped
+
+
+def test_resize_center_crop_noop_and_upscale():
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(resize_center_crop(img, 32), img)
+    up = resize_center_crop(np.full((28, 28, 1), 200, np.uint8), 32)
+    assert up.shape == (32, 32, 1) and (up == 200).all()
+
+
+def test_prepare_shapes():
+    kw = dict(image_size=16, seed=1, count=50, val_fraction=0.2, progress=False)
+    p = prepare_dataset("shapes", **kw)
+    assert isinstance(p, PreparedData) and p.channels == 3 and p.classes == list(SHAPE_CLASSES)
+    assert p.train_images.shape == (40, 16, 16, 3) and p.val_images.shape == (10, 16, 16, 3)
+    assert p.train_images.dtype == np.uint8 and p.train_labels.dtype == np.int64
+    assert p.train_labels.shape == (40,) and p.val_labels.shape == (10,)
+    q = prepare_dataset("shapes", **kw)
+    assert p.train_images.tobytes() == q.train_images.tobytes()
+    assert np.array_equal(p.val_labels, q.val_labels)
+    with pytest.raises(DataError, match="count"):
+        prepare_dataset("shapes", **{**kw, "count": None})
+
+
+def test_prepare_fake_mnist_subset(tmp_path):
+    written = _write_fake_mnist(tmp_path, n_train=12, n_test=8)
+    kw = dict(image_size=32, seed=0, count=10, val_fraction=0.3, root=str(tmp_path), progress=False)
+    p = prepare_dataset("mnist", **kw)
+    assert p.channels == 1 and len(p.classes) == 10
+    assert p.train_images.shape == (7, 32, 32, 1) and p.val_images.shape == (3, 32, 32, 1)
+    assert p.train_images.dtype == np.uint8 and p.val_labels.dtype == np.int64
+    # every kept image is the resized version of a distinct original from the right split
+    for imgs, labels, (x, y) in ((p.train_images, p.train_labels, written["train"]),
+                                 (p.val_images, p.val_labels, written["test"])):
+        resized = [resize_center_crop(xi[..., None], 32) for xi in x]
+        idx = [next(j for j, r in enumerate(resized) if np.array_equal(r, im)) for im in imgs]
+        assert idx == sorted(set(idx)) and np.array_equal(labels, y[idx])
+    q = prepare_dataset("mnist", **kw)
+    assert np.array_equal(p.train_images, q.train_images) and np.array_equal(p.val_labels, q.val_labels)
+    full = prepare_dataset("mnist", **{**kw, "count": None})
+    assert len(full.train_images) == 12 and len(full.val_images) == 8
+
+
+def _save(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+def test_prepare_imagefolder_channels(tmp_path):
+    for i in range(4):
+        gray = np.full((10 + i, 14), 9 * i, np.uint8)  # (H, W) uint8 -> mode L
+        _save(tmp_path / "gray" / ("a" if i % 2 else "b") / f"{i}.png", gray)
+    kw = dict(image_size=8, seed=0, count=None, val_fraction=0.25, progress=False)
+    p = prepare_dataset("imagefolder", root=tmp_path / "gray", **kw)
+    assert p.channels == 1 and p.classes == ["a", "b"]
+    assert p.train_images.shape == (3, 8, 8, 1) and p.val_images.shape == (1, 8, 8, 1)
+    _save(tmp_path / "gray" / "a" / "rgb.png", np.full((9, 9, 3), 50, np.uint8))  # one RGB -> all RGB
+    p = prepare_dataset("imagefolder", root=tmp_path / "gray", **{**kw, "count": 4})
+    assert p.channels == 3 and len(p.train_images) + len(p.val_images) == 4
+    assert p.train_images.shape[1:] == (8, 8, 3)
+    gray = np.concatenate([p.train_images, p.val_images])
+    assert (gray[..., 0] == gray[..., 1]).all()  # grayscale files replicated to RGB
+
+
+def test_prepare_unknown_and_missing(tmp_path):
+    kw = dict(image_size=32, seed=0, count=10, val_fraction=0.1, progress=False)
+    assert set(DATASETS) == {"shapes", "mnist", "fashion_mnist", "cifar10", "imagefolder"}
+    with pytest.raises(DataError, match="svhn"):
+        prepare_dataset("svhn", **kw)
+    with pytest.raises(DataError, match="data.download"):
+        prepare_dataset("fashion_mnist", root=str(tmp_path), **kw)

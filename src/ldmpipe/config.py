@@ -267,11 +267,24 @@ def check_consistency(p: Params) -> None:
             )
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where ``2e-3`` (no dot) is a string; DVC writes params with YAML
+    1.2, where it is a float.  Resolve floats as YAML 1.2 does, so ``-S train.lr=2e-3`` works."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | Path) -> Params:
     """Read and validate a whole params file; raise ConfigError naming the file or the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:

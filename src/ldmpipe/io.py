@@ -48,12 +48,21 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> None:
-    """Save numpy arrays as safetensors; ``metadata`` values are stored as JSON strings."""
+    """Save numpy arrays as safetensors, with ``metadata`` as one sorted JSON string."""
     from safetensors.numpy import save_file
 
-    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=meta)
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=pack_metadata(metadata))
+
+
+def pack_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """safetensors keeps metadata in a hash map whose order varies between processes, so all of
+    it goes into one key as sorted JSON: the file's bytes then depend on the content alone."""
+    return {"ldmpipe": json.dumps(dict(metadata or {}), sort_keys=True)}
+
+
+def unpack_metadata(raw: Mapping[str, str] | None) -> dict[str, Any]:
+    return json.loads((raw or {}).get("ldmpipe", "{}"))
 
 
 def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -63,7 +72,7 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     try:
         with safe_open(str(path), framework="np") as f:
             arrays = {k: f.get_tensor(k) for k in f.keys()}
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            meta = unpack_metadata(f.metadata())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
     except Exception as e:  # safetensors raises its own error types for corrupt files

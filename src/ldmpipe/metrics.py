@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .images import to_model_input
+
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
@@ -83,15 +85,3 @@ def extract(
         feats.append(f.double().cpu().numpy())
         probs.append(torch.softmax(logits_fn(f).double(), dim=1).cpu().numpy())
     return np.concatenate(feats), np.concatenate(probs)
-
-
-def to_model_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> float32 (B, C, H, W) in [-1, 1] on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return (x / 127.5 - 1.0).to(device)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C), rounding to nearest."""
-    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()

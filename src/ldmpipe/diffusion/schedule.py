@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("linear", "scaled_linear", "cosine")
+from ..constants import SCHEDULES  # one list, shared with config validation
 
 
 def _cosine_betas(timesteps: int, max_beta: float = 0.999) -> torch.Tensor:

@@ -6,14 +6,13 @@ tensors do not fit the config is refused with an error that names the file and t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from torch import nn
 
-from ..io import ArtifactError, atomic_path
+from ..io import ArtifactError, atomic_path, pack_metadata, unpack_metadata
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -23,10 +22,9 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {"config": json.dumps(model.config, sort_keys=True), "class": type(model).__name__}
-    meta.update({k: json.dumps(v, sort_keys=True) for k, v in (extra or {}).items()})
+    meta = {"class": type(model).__name__, "config": model.config, "extra": extra or {}}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        save_file(state, str(tmp), metadata=pack_metadata(meta))
 
 
 def load_model(cls: type[M], path: str | Path, device: torch.device | str = "cpu") -> tuple[M, dict]:
@@ -36,7 +34,7 @@ def load_model(cls: type[M], path: str | Path, device: torch.device | str = "cpu
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = unpack_metadata(f.metadata())
             state = {k: f.get_tensor(k) for k in f.keys()}
     except FileNotFoundError:
         raise ArtifactError(f"{path}: checkpoint not found") from None
@@ -44,12 +42,11 @@ def load_model(cls: type[M], path: str | Path, device: torch.device | str = "cpu
         raise ArtifactError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     if meta.get("class") != cls.__name__ or "config" not in meta:
         raise ArtifactError(f"{path}: expected a {cls.__name__} checkpoint, found {meta.get('class', 'no class')!r}")
-    config = json.loads(meta["config"])
-    model = cls(**config)
+    config = meta["config"]
     try:
+        model = cls(**config)
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    except (TypeError, RuntimeError) as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ArtifactError(f"{path}: weights do not match {cls.__name__}({config}): {first}") from None
-    extra = {k: json.loads(v) for k, v in meta.items() if k not in ("config", "class")}
-    return model.to(device).eval(), extra
+    return model.to(device).eval(), meta["extra"]

@@ -15,7 +15,7 @@ import torch
 from .. import runtime
 from ..config import Params
 from ..io import load_arrays, save_arrays, write_json
-from ..metrics import to_model_input
+from ..images import to_model_input
 from ..models.checkpoint import load_model
 from ..models.vae import AutoencoderKL
 

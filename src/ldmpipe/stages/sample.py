@@ -15,7 +15,7 @@ from .. import runtime
 from ..config import Params
 from ..diffusion import SAMPLERS, NoiseSchedule, sample_generators, sample_loop
 from ..io import save_arrays, save_image
-from ..metrics import to_uint8
+from ..images import to_uint8
 from ..models.checkpoint import load_model
 from ..models.unet import UNet
 from ..models.vae import AutoencoderKL

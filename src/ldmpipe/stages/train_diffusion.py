@@ -13,7 +13,8 @@ import torch
 
 from .. import runtime
 from ..config import Params, to_dict
-from ..diffusion import NoiseSchedule, epsilon_loss
+from ..diffusion.loss import epsilon_loss
+from ..diffusion.schedule import NoiseSchedule
 from ..io import load_arrays
 from ..models.checkpoint import save_model
 from ..models.unet import UNet

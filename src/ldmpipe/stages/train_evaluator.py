@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .. import runtime
 from ..config import Params
 from ..io import load_arrays, save_arrays, write_json
-from ..metrics import extract, feature_statistics, sqrtm_psd, to_model_input
+from ..images import to_model_input
+from ..metrics import extract, feature_statistics, sqrtm_psd
 from ..models.checkpoint import save_model
 from ..models.classifier import Classifier
 from ..training import TrainSettings, batch_indices, train_loop

@@ -11,7 +11,7 @@ import torch
 from .. import runtime
 from ..config import Params
 from ..io import load_arrays, save_image
-from ..metrics import to_model_input, to_uint8
+from ..images import to_model_input, to_uint8
 from ..models.checkpoint import save_model
 from ..models.vae import AutoencoderKL
 from ..plotting import pair_grid

@@ -1,0 +1,18 @@
+"""Conversions between stored images (uint8, channels last) and model tensors ([-1, 1], channels first)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_model_input(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float32 (B, C, H, W) in [-1, 1] on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return (x / 127.5 - 1.0).to(device)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C), clamped and rounded to nearest."""
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

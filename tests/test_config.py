@@ -1,0 +1,109 @@
+"""params.yaml validation: one line naming the dotted key, before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY, write_params
+from ldmpipe.config import ConfigError, Params, load_params
+
+
+def test_shipped_params_are_valid():
+    for path in (ROOT / "params.yaml", TINY):
+        assert isinstance(load_params(path), Params)
+
+
+def test_sections_are_typed():
+    p = load_params(ROOT / "params.yaml")
+    assert isinstance(p.unet.channel_mult, tuple) and isinstance(p.vae.lr, float)
+
+
+def bad(tmp_path, tiny_params, edit) -> str:
+    edit(tiny_params)
+    with pytest.raises(ConfigError) as e:
+        load_params(write_params(tmp_path / "params.yaml", tiny_params))
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+CASES = [
+    (lambda p: p["sample"].update(steps=-3), "sample.steps must be a positive integer, got -3"),
+    (lambda p: p["sample"].update(stepz=3), "sample.stepz is not a known key"),
+    (lambda p: p.update(sampel={}), "sampel is not a known key"),
+    (lambda p: p["train"].update(lr="fast"), "train.lr must be a number, got 'fast'"),
+    (lambda p: p["train"].update(batch_size=0), "train.batch_size must be a positive integer, got 0"),
+    (lambda p: p["train"].update(steps=2.5), "train.steps must be an integer, got 2.5"),
+    (lambda p: p["data"].update(name="imagenet"), "data.name must be one of shapes, mnist"),
+    (lambda p: p["sample"].update(sampler="euler"), "sample.sampler must be one of ddpm, ddim"),
+    (lambda p: p["diffusion"].update(schedule="exp"), "diffusion.schedule must be one of linear"),
+    (lambda p: p.update(device="tpu"), "device must be auto, cpu, mps, cuda or cuda:N, got 'tpu'"),
+    (lambda p: p["sample"].update(eta=-0.1), "sample.eta must be in [0.0, 1.0], got -0.1"),
+    (lambda p: p["data"].update(val_fraction=1.0), "data.val_fraction must be in (0.0, 1.0), got 1.0"),
+    (lambda p: p["vae"].update(downsample=3), "vae.downsample must be a power of two"),
+    (lambda p: p["data"].update(download="yes"), "data.download must be true or false, got 'yes'"),
+    (lambda p: p["unet"].update(channel_mult=[]), "unet.channel_mult must be a non-empty list"),
+    (lambda p: p["unet"].update(channel_mult=[1, 0]), "unet.channel_mult must be a list whose items are each positive"),
+    (lambda p: p["vae"].pop("lr"), "vae.lr is missing"),
+    (lambda p: p["data"].update(image_size=30), "data.image_size must be divisible by vae.downsample (4), got 30"),
+    (lambda p: p["sample"].update(steps=10_000), "sample.steps must be at most diffusion.timesteps"),
+    (lambda p: p["unet"].update(attention_resolutions=[3]), "unet.attention_resolutions must list"),
+    (lambda p: p["diffusion"].update(beta_start=0.5, beta_end=0.1), "diffusion.beta_start must be smaller"),
+    (lambda p: p["data"].update(name="imagefolder", root=None), "data.root must name a folder"),
+]
+
+
+@pytest.mark.parametrize("edit, expected", CASES)
+def test_bad_values_name_the_key(tmp_path, tiny_params, edit, expected):
+    assert expected in bad(tmp_path, tiny_params, edit)
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_params(broken)
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ldmpipe", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_check_command(tmp_path, tiny_params):
+    assert run_cli("check", str(TINY)).returncode == 0
+    tiny_params["sample"]["steps"] = -3
+    r = run_cli("check", str(write_params(tmp_path / "p.yaml", tiny_params)))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "ldmpipe check: error: sample.steps must be a positive integer, got -3"
+
+
+def test_stage_refuses_bad_params_before_any_work(tmp_path, tiny_params):
+    tiny_params["data"]["count"] = 0
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    out = tmp_path / "out"
+    r = run_cli("prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
+                "--meta", f"{out}/m.json", "--preview", f"{out}/p.png")  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["ldmpipe prepare: error: data.count must be a positive integer, got 0"]
+    assert not out.exists()
+
+
+def test_help_lists_every_stage():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for name in ("prepare", "train-vae", "encode", "train-evaluator", "train-diffusion", "sample", "evaluate", "report", "check"):
+        assert name in r.stdout
+
+
+def test_floats_without_a_dot_are_floats(tmp_path, tiny_params):
+    """DVC writes `-S train.lr=2e-3` as YAML 1.2, where 2e-3 is a float (YAML 1.1 says string)."""
+    path = write_params(tmp_path / "params.yaml", tiny_params)
+    path.write_text(path.read_text().replace("lr: 0.001", "lr: 2e-3", 1))
+    assert "lr: 2e-3" in path.read_text()
+    assert load_params(path).train.lr == 0.002

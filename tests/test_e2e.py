@@ -1,0 +1,114 @@
+"""The whole DAG on the tiny config, through `dvc repro` and `snakemake --cores 2`.
+
+One module-scoped pair of temporary git repos: the DVC run is checked for its outputs, for
+doing nothing the second time, for rerunning only what a `sample.*` change touches, and for
+identical dvc.lock hashes from scratch; the Snakemake run must give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY
+
+pytestmark = pytest.mark.e2e
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+OUTPUTS = sorted(p if isinstance(p, str) else next(iter(p))
+                 for s in DVC.values() for k in ("outs", "metrics", "plots") for p in s.get(k, []))  # fmt: skip
+
+
+def sh(cmd: str, cwd: Path) -> str:
+    r = subprocess.run(cmd, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+def make_repo(path: Path) -> Path:
+    for name in ("dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, path / name)
+    shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(TINY, path / "params.yaml")
+    sh("git init -q && git config user.email t@t && git config user.name t", path)
+    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
+    return path
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("dvc"))
+    assert ran_stages(sh("dvc repro", repo)) == set(DVC)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def snakemake_repo(tmp_path_factory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("snakemake"))
+    sh("snakemake --cores 2", repo)
+    return repo
+
+
+def test_dvc_repro_writes_every_output(dvc_repo):
+    for p in OUTPUTS:
+        assert (dvc_repo / p).is_file(), p
+    metrics = json.loads((dvc_repo / "reports/metrics.json").read_text())
+    for key in ("fid", "fid_real_floor", "is_mean", "is_std", "n_samples", "extractor"):
+        assert key in metrics
+    assert metrics["n_samples"] == 60 and metrics["extractor"] == "classifier"
+    assert metrics["fid"] > 0 and metrics["fid_real_floor"] >= 0 and metrics["is_mean"] >= 1
+    report = (dvc_repo / "reports/report.md").read_text()
+    for fig in ("figures/dataset.png", "figures/vae_reconstructions.png", "figures/samples.png", "figures/losses.png"):
+        assert f"]({fig})" in report
+    assert f"{metrics['fid_real_floor']:.3f}" in report and "sampler: ddim" in report
+    assert (dvc_repo / "reports/figures/samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fid" in sh("dvc metrics show", dvc_repo)
+
+
+def test_second_dvc_repro_does_nothing(dvc_repo):
+    out = sh("dvc repro", dvc_repo)
+    assert ran_stages(out) == set() and "up to date" in out
+
+
+def test_snakemake_gives_the_same_bytes(dvc_repo, snakemake_repo):
+    differ = [p for p in OUTPUTS if (dvc_repo / p).read_bytes() != (snakemake_repo / p).read_bytes()]
+    assert differ == []
+    assert "Nothing to be done" in sh("snakemake --cores 2 -n", snakemake_repo)
+    # dvc commit records the Snakemake outputs: the lock file equals the one `dvc repro` wrote
+    sh("dvc commit -f", snakemake_repo)
+    assert (snakemake_repo / "dvc.lock").read_text() == (dvc_repo / "dvc.lock").read_text()
+
+
+def test_rerun_from_scratch_gives_the_same_lock(dvc_repo):
+    before = (dvc_repo / "dvc.lock").read_text()
+    assert ran_stages(sh("dvc repro --force", dvc_repo)) == set(DVC)
+    assert (dvc_repo / "dvc.lock").read_text() == before
+
+
+def test_sample_change_reruns_only_downstream(dvc_repo):
+    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
+    params["sample"]["steps"] = 4
+    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(sh("dvc repro", dvc_repo)) == {"sample", "evaluate", "report"}
+
+
+def test_snakemake_reruns_only_what_a_sample_change_touches(snakemake_repo):
+    params = yaml.safe_load((snakemake_repo / "params.yaml").read_text())
+    params["sample"]["steps"] = 4
+    (snakemake_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("snakemake --cores 2 -n", snakemake_repo)
+    jobs = set(re.findall(r"^rule (\w+):$", out, flags=re.M)) - {"all"}
+    assert jobs == {"sample", "evaluate", "report"}

@@ -41,6 +41,7 @@ CASES = [
     (lambda p: p["data"].update(name="imagenet"), "data.name must be one of shapes, mnist"),
     (lambda p: p["sample"].update(sampler="euler"), "sample.sampler must be one of ddpm, ddim"),
     (lambda p: p["diffusion"].update(schedule="exp"), "diffusion.schedule must be one of linear"),
+    (lambda p: p["diffusion"].update(loss_weighting="snr"), "diffusion.loss_weighting must be one of none, min_snr"),
     (lambda p: p.update(device="tpu"), "device must be auto, cpu, mps, cuda or cuda:N, got 'tpu'"),
     (lambda p: p["sample"].update(eta=-0.1), "sample.eta must be in [0.0, 1.0], got -0.1"),
     (lambda p: p["data"].update(val_fraction=1.0), "data.val_fraction must be in (0.0, 1.0), got 1.0"),

@@ -76,3 +76,29 @@ def test_errors():
         epsilon_loss(lambda x, t: x[:1], SCHEDULE, _x0(), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError):
         epsilon_loss(lambda x, t: x, SCHEDULE, torch.zeros(5), torch.Generator().manual_seed(0))
+
+
+def test_min_snr_weights_match_hang_et_al():
+    """Min-SNR-gamma for epsilon prediction: w_t = min(SNR_t, gamma) / SNR_t per sample."""
+    import torch
+
+    from ldmpipe.diffusion import NoiseSchedule, epsilon_loss
+
+    schedule = NoiseSchedule.from_config("linear", 100)
+    x0 = torch.randn(16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    errors = {}
+
+    def model(x_t, t):
+        errors["t"] = t
+        return torch.zeros_like(x_t)  # squared error = eps^2
+
+    plain = epsilon_loss(model, schedule, x0, torch.Generator().manual_seed(1))
+    weighted = epsilon_loss(model, schedule, x0, torch.Generator().manual_seed(1), min_snr_gamma=5.0)
+    gen = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 100, (16,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    snr = schedule.snr(t)
+    w = (torch.minimum(snr, torch.tensor(5.0, dtype=snr.dtype)) / snr).float()
+    assert torch.allclose(plain, eps.pow(2).mean())
+    assert torch.allclose(weighted, (w * eps.pow(2).flatten(1).mean(1)).mean())
+    assert weighted < plain  # weights are <= 1

@@ -117,6 +117,8 @@ class DiffusionConfig:
     schedule: str = spec(one_of(*SCHEDULES))
     beta_start: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
     beta_end: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+    loss_weighting: str = spec(one_of("none", "min_snr"))
+    min_snr_gamma: float = spec(positive)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Training objective: the simple epsilon-prediction loss of Ho et al. 2020 (eq. 14)."""
+"""Training objective: the simple epsilon-prediction loss of Ho et al. 2020 (eq. 14), optionally
+weighted per timestep by Min-SNR-gamma (Hang et al. 2023)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ def epsilon_loss(
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     generator: torch.Generator | None,
+    min_snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """L_simple = E_{t, x0, eps} || eps - eps_theta(x_t, t) ||^2 (Ho et al. eq. 14), a scalar.
 
     t ~ U{0..T-1} and eps ~ N(0, I) are drawn (in that order) from `generator` on the CPU, in
     float32, then moved to x0's device/dtype, so the loss is reproducible across devices.
     `model(x_t, t)` is called with x_t (B, C, H, W) and t an int64 (B,) tensor on x0's device.
+
+    With ``min_snr_gamma``, sample i's squared error is weighted by min(SNR(t_i), gamma) / SNR(t_i),
+    the Min-SNR-gamma weight for epsilon prediction (Hang et al. 2023, eq. 9 and sec. 3.4): the
+    many easy low-noise timesteps stop dominating the gradient, which speeds up convergence.
     """
     if x0.ndim < 2:
         raise ValueError(f"x0 must be batched (B, ...), got shape {tuple(x0.shape)}")
@@ -38,4 +44,10 @@ def epsilon_loss(
     pred = model(x_t, t.to(x0.device))
     if pred.shape != eps.shape:
         raise ValueError(f"model output shape {tuple(pred.shape)} != input shape {tuple(eps.shape)}")
-    return F.mse_loss(pred.float(), eps.float())
+    if min_snr_gamma is None:
+        return F.mse_loss(pred.float(), eps.float())
+    # 5. Min-SNR-gamma: per-sample weights (B,), from float64 SNR
+    snr = schedule.snr(t)
+    weight = (snr.clamp(max=min_snr_gamma) / snr).to(device=x0.device, dtype=torch.float32)
+    per_sample = (pred.float() - eps.float()).pow(2).flatten(1).mean(1)  # (B,)
+    return (weight * per_sample).mean()

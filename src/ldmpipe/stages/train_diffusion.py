@@ -1,6 +1,7 @@
-"""Stage ``train_diffusion``: a UNet on scaled latents with the simple ε-prediction loss.
+"""Stage ``train_diffusion``: a UNet on scaled latents with the ε-prediction loss.
 
-DDPM forward process and loss (Ho et al. 2020, eq. 4 and 14), AdamW with linear warm-up,
+DDPM forward process and loss (Ho et al. 2020, eq. 4 and 14), optionally Min-SNR-γ weighted
+(Hang et al. 2023), AdamW with linear warm-up,
 gradient clipping, EMA weights; the EMA weights are the stage's output, stored with the noise
 schedule and the latent scale factor so that sampling needs nothing else.
 """
@@ -39,13 +40,14 @@ def run(args: argparse.Namespace, params: Params) -> None:
     unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
                 u.attention_resolutions, u.dropout).to(device)  # fmt: skip
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end)
+    gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
     gen = runtime.generator(params.seed, "train_diffusion.batches")
     batches = batch_indices(len(data), cfg.batch_size, gen)
 
     def loss_fn(step: int):
         x0 = data[next(batches).to(device)]
         with runtime.autocast(device, cfg.bf16):
-            loss = epsilon_loss(unet, schedule, x0, gen)
+            loss = epsilon_loss(unet, schedule, x0, gen, min_snr_gamma=gamma)
         return loss, {"loss": loss.item()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,

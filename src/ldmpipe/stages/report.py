@@ -46,7 +46,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
     load = lambda p: json.loads(Path(p).read_text())  # noqa: E731
     meta, vae, lat = load(args.meta), load(args.vae_metrics), load(args.latent_metrics)
     ev, dm, m = load(args.evaluator_metrics), load(args.diffusion_metrics), load(args.metrics)
-    fig = loss_figure({"autoencoder": read_curve(args.vae_loss), "diffusion (ε-MSE)": read_curve(args.diffusion_loss)})
+    weighting = f", Min-SNR-γ={params.diffusion.min_snr_gamma:g}" if params.diffusion.loss_weighting == "min_snr" else ""
+    diffusion_loss = f"diffusion (ε-MSE{weighting})"
+    fig = loss_figure({"autoencoder (L1+MSE+KL)": read_curve(args.vae_loss), diffusion_loss: read_curve(args.diffusion_loss)})
     save_figure(args.loss_figure, fig)
 
     out_dir = Path(args.out).parent
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
             ("evaluator validation accuracy", f"{ev['val_accuracy']:.4f}"),
             ("autoencoder validation PSNR", f"{vae['val_psnr']:.2f} dB (MSE {vae['val_mse']:.5f})"),
             ("latent shape / scale factor", f"{tuple(lat['latent_shape'])} / {lat['scale_factor']:.4f}"),
-            ("final diffusion loss", f"{dm['loss']:.4f} after {dm['step']} steps"),
+            (f"final {diffusion_loss} loss", f"{dm['loss']:.4f} after {dm['step']} steps"),
         ],
         ("quantity", "value"),
     )

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +32,34 @@ def tiny_params() -> dict:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+# --- temporary pipeline repos for the end-to-end tests ---------------------------------------
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+OUTPUTS = sorted(p if isinstance(p, str) else next(iter(p))
+                 for s in STAGES.values() for k in ("outs", "metrics", "plots") for p in s.get(k, []))  # fmt: skip
+
+
+def sh(cmd: str, cwd: Path, env: dict | None = None) -> str:
+    """Run a shell command in ``cwd``; fail the test with its output if it fails."""
+    r = subprocess.run(cmd, shell=True, cwd=cwd, env=env or ENV, capture_output=True, text=True)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+def make_repo(path: Path) -> Path:
+    """A git + DVC repo holding the pipeline definition, the code and the tiny params, committed."""
+    for name in ("dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, path / name)
+    shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(TINY, path / "params.yaml")
+    sh("git init -q -b main && git config user.email t@t && git config user.name t", path)
+    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
+    return path
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stages that `dvc repro` / `dvc exp run` actually ran (not restored from cache)."""
+    return set(re.findall(r"Running stage '(\w+)'", output))

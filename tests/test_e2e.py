@@ -8,50 +8,20 @@ identical dvc.lock hashes from scratch; the Snakemake run must give the same byt
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from conftest import OUTPUTS, STAGES, make_repo, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
-
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-OUTPUTS = sorted(p if isinstance(p, str) else next(iter(p))
-                 for s in DVC.values() for k in ("outs", "metrics", "plots") for p in s.get(k, []))  # fmt: skip
-
-
-def sh(cmd: str, cwd: Path) -> str:
-    r = subprocess.run(cmd, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout + r.stderr
-
-
-def make_repo(path: Path) -> Path:
-    for name in ("dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, path / name)
-    shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(TINY, path / "params.yaml")
-    sh("git init -q && git config user.email t@t && git config user.name t", path)
-    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
-    return path
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '(\w+)'", output))
-
 
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("dvc"))
-    assert ran_stages(sh("dvc repro", repo)) == set(DVC)
+    assert ran_stages(sh("dvc repro", repo)) == set(STAGES)
     return repo
 
 
@@ -94,7 +64,7 @@ def test_snakemake_gives_the_same_bytes(dvc_repo, snakemake_repo):
 
 def test_rerun_from_scratch_gives_the_same_lock(dvc_repo):
     before = (dvc_repo / "dvc.lock").read_text()
-    assert ran_stages(sh("dvc repro --force", dvc_repo)) == set(DVC)
+    assert ran_stages(sh("dvc repro --force", dvc_repo)) == set(STAGES)
     assert (dvc_repo / "dvc.lock").read_text() == before
 
 

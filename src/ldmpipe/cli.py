@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="validate a params file without running anything")
     check.add_argument("params", nargs="?", default="params.yaml")
+    cmp = sub.add_parser("compare", help="params that differ and main metrics across commits and experiments")
+    cmp.add_argument("revs", nargs="*", metavar="REV", help="git revisions or experiment names (default: recent)")
+    cmp.add_argument("-n", "--num", type=int, default=5, help="without REVs: how many commits back (default 5)")
+    cmp.add_argument("--repo", default=".", help="the DVC repository (default: .)")
+    cmp.add_argument("--out", default="reports/compare.md", help="Markdown table (default: reports/compare.md)")
+    cmp.add_argument("--figure", default="reports/figures/compare_fid.png", help="FID plot")
     for name, (module, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -49,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             load_params(args.params)
             print(f"{args.params}: ok")
+            return 0
+        if args.command == "compare":
+            from .compare import compare
+
+            compare(args.repo, args.revs, args.num, args.out, args.figure)
             return 0
         params = load_params(args.params)
         module = importlib.import_module(f"ldmpipe.stages.{STAGES[args.command][0]}")

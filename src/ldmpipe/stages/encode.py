@@ -15,7 +15,7 @@ import torch
 from .. import runtime
 from ..config import Params
 from ..io import load_arrays, save_arrays, write_json
-from ..images import to_model_input
+from ..images import map_batches
 from ..models.checkpoint import load_model
 from ..models.vae import AutoencoderKL
 
@@ -29,12 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", required=True, help="output: latent statistics (.json)")
 
 
-@torch.no_grad()
 def encode_means(vae: AutoencoderKL, images: np.ndarray, device: torch.device, batch_size: int = 500) -> np.ndarray:
     """uint8 images (N, H, W, C) -> float32 posterior means (N, z, H/f, W/f)."""
-    out = [vae.encode(to_model_input(images[i : i + batch_size], device)).mean.float().cpu().numpy()
-           for i in range(0, len(images), batch_size)]  # fmt: skip
-    return np.concatenate(out)
+    return map_batches(lambda x: vae.encode(x).mean.float().cpu().numpy(), images, batch_size, device)
 
 
 def run(args: argparse.Namespace, params: Params) -> None:

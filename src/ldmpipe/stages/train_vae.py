@@ -11,7 +11,7 @@ import torch
 from .. import runtime
 from ..config import Params
 from ..io import load_arrays, save_image
-from ..images import to_model_input, to_uint8
+from ..images import map_batches, to_model_input, to_uint8
 from ..models.checkpoint import save_model
 from ..models.vae import AutoencoderKL
 from ..plotting import pair_grid
@@ -27,12 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", required=True, help="output: originals above reconstructions (.png)")
 
 
-@torch.no_grad()
 def reconstruct(vae: AutoencoderKL, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
     """Decode the posterior mean of each image: uint8 (N, H, W, C) -> uint8 (N, H, W, C)."""
-    out = [to_uint8(vae.decode(vae.encode(to_model_input(images[i : i + batch_size], device)).mean))
-           for i in range(0, len(images), batch_size)]  # fmt: skip
-    return np.concatenate(out)
+    return map_batches(lambda x: to_uint8(vae.decode(vae.encode(x).mean)), images, batch_size, device)
 
 
 def recon_metrics(originals: np.ndarray, recons: np.ndarray) -> dict[str, float]:

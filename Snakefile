@@ -5,6 +5,13 @@
 #
 #   snakemake --cores 2            # the whole pipeline
 #   snakemake --cores 2 sample     # up to one stage
+#
+# dvc.yaml features translated here: a `matrix` stage becomes one rule with a wildcard per matrix
+# key (`${item.key}` -> `{key}`, values from the matrix or from params.yaml), and a dependency on
+# a folder holding other stages' outputs becomes a dependency on those output files.
+import itertools
+import re
+
 import yaml
 
 configfile: "params.yaml"
@@ -13,8 +20,19 @@ DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
 
 # Engine-specific settings, not graph: torch stages use all cores (their CPU results depend on the
 # thread count, which ldmpipe fixes itself), and the diffusion training rule asks for the GPU.
-HEAVY = {"train_vae", "encode", "train_evaluator", "train_diffusion", "sample", "evaluate"}
+LIGHT = {"prepare", "report"}
 RESOURCES = {"train_diffusion": {"gpu": 1}}
+
+
+def lookup(value):
+    """`${a.b}` -> config['a']['b'] (as DVC resolves params in dvc.yaml); anything else unchanged."""
+    m = re.fullmatch(r"\$\{([\w.]+)\}", str(value))
+    if not m:
+        return value
+    node = config
+    for key in m.group(1).split("."):
+        node = node[key]
+    return node
 
 
 def paths(entries):
@@ -22,32 +40,77 @@ def paths(entries):
     return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
 
 
+def wildcarded(text):
+    """`${item.sampler}` -> `{sampler}` (a Snakemake wildcard)."""
+    return re.sub(r"\$\{item\.(\w+)\}", r"{\1}", text)
+
+
+def matrix(stage):
+    """Matrix key -> list of values (empty for a plain stage)."""
+    out = {}
+    for key, values in (stage.get("matrix") or {}).items():
+        out[key] = [str(v) for v in lookup(values)]
+    return out
+
+
+def outputs(stage):
+    return [wildcarded(p) for p in paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))]
+
+
+def concrete_outputs(stage):
+    m = matrix(stage)
+    combos = [dict(zip(m, c)) for c in itertools.product(*m.values())] if m else [{}]
+    return [p.format(**c) for c in combos for p in outputs(stage)]
+
+
+ALL_OUTPUTS = [p for s in DVC.values() for p in concrete_outputs(s)]
+
+
+def inputs(stage):
+    """A folder dependency that holds other stages' outputs stands for those files."""
+    result = []
+    for dep in map(wildcarded, paths(stage.get("deps"))):
+        inside = [p for p in ALL_OUTPUTS if p.startswith(dep.rstrip("/") + "/")]
+        result += inside if inside and dep not in ALL_OUTPUTS else [dep]
+    return result
+
+
 def param_values(keys):
     """The current values of the params a stage reads, e.g. ['seed', 'sample'] -> {...}."""
-    return {k: config[k] for k in keys}
+    values = {}
+    for key in keys:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
 
 
 rule all:
     input:
-        [p for s in DVC.values() for p in paths(s.get("outs")) + paths(s.get("metrics")) + paths(s.get("plots"))],
+        ALL_OUTPUTS,
 
 
 for _name, _stage in DVC.items():
+    _m = matrix(_stage)
+    _cmd = wildcarded(" ".join(_stage["cmd"].split()))
 
     rule:
         name:
             _name
         input:
-            paths(_stage.get("deps")),
+            inputs(_stage),
         output:
-            paths(_stage.get("outs")) + paths(_stage.get("metrics")) + paths(_stage.get("plots")),
+            outputs(_stage),
         params:
-            # the command is bound here: a `shell:` expression is evaluated after this loop ends
-            cmd=" ".join(_stage["cmd"].split()),
+            # bound here: a `shell:` expression is evaluated after this loop ends
+            cmd=lambda wildcards, c=_cmd: c.format(**wildcards),
             values=param_values(_stage.get("params", [])),
         log:
-            f"logs/{_name}.log",
-        threads: workflow.cores if _name in HEAVY else 1
+            "logs/" + _name + "".join("-{" + k + "}" for k in _m) + ".log",
+        wildcard_constraints:
+            **{k: "|".join(map(re.escape, v)) for k, v in _m.items()},
+        threads: 1 if _name in LIGHT else workflow.cores
         resources:
             **RESOURCES.get(_name, {}),
         shell:

@@ -55,6 +55,15 @@ CASES = [
     (lambda p: p["unet"].update(attention_resolutions=[3]), "unet.attention_resolutions must list"),
     (lambda p: p["diffusion"].update(beta_start=0.5, beta_end=0.1), "diffusion.beta_start must be smaller"),
     (lambda p: p["data"].update(name="imagefolder", root=None), "data.root must name a folder"),
+    (lambda p: p["diffusion"].update(zero_terminal_snr=True), "diffusion.prediction must be sample or v_prediction"),
+    (lambda p: p["diffusion"].update(prediction="x0"), "diffusion.prediction must be one of epsilon, sample, v_prediction"),
+    (lambda p: p["sample"].update(spacing="even"), "sample.spacing must be one of leading, trailing, linspace"),
+    (lambda p: p["sweep"].update(samplers=["ddim", "euler"]), "sweep.samplers must be a list whose items are each one of"),
+    (lambda p: p["sweep"].update(samplers=["ddim", "ddim"]), "sweep.samplers must not repeat a name"),
+    (lambda p: p["sweep"].update(steps=[5, 0]), "sweep.steps must be a list whose items are each positive"),
+    (lambda p: p["sample"].update(n_samples=3), "sample.n_samples must be at least evaluate.is_splits (5)"),
+    (lambda p: p["evaluate"].update(extractor="clip"), "evaluate.extractor must be one of classifier, inception"),
+    (lambda p: p["evaluate"].update(kid_subset_size=0), "evaluate.kid_subset_size must be a positive integer, got 0"),
 ]
 
 

@@ -94,7 +94,7 @@ def test_snr():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="linear, scaled_linear, cosine"):
+    with pytest.raises(ValueError, match="linear, scaled_linear, cosine, sigmoid"):
         make_betas("quadratic", 10)
     with pytest.raises(ValueError, match="quadratic"):
         NoiseSchedule.from_config("quadratic", 10)
@@ -112,3 +112,51 @@ def test_errors():
         s.add_noise(x, x, torch.tensor([0, 1, 2]))  # batch mismatch
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.betas = torch.zeros(10)
+
+
+def test_sigmoid_matches_diffusers_if_installed():
+    diffusers = pytest.importorskip("diffusers")
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="sigmoid", beta_start=1e-4, beta_end=2e-2)
+    ours = make_betas("sigmoid", 1000, 1e-4, 2e-2)
+    assert torch.allclose(ours.float(), theirs.betas, rtol=1e-6, atol=0)
+    assert ours[0].item() == pytest.approx(1e-4 + (2e-2 - 1e-4) / (1 + math.exp(6)), rel=1e-12)
+    assert ours[-1].item() == pytest.approx(1e-4 + (2e-2 - 1e-4) / (1 + math.exp(-6)), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_rescale_to_zero_terminal_snr(kind):
+    """Lin et al. 2024, Algorithm 1: abar_0 kept, abar_{T-1} = 0 exactly (beta = 1), SNR 0 at the end."""
+    plain = NoiseSchedule.from_config(kind, 1000)
+    s = NoiseSchedule.from_config(kind, 1000, rescale_zero_terminal_snr=True)
+    assert s.betas[-1].item() == 1.0 and s.alphas_cumprod[-1].item() == 0.0 and s.snr(999).item() == 0.0
+    assert s.alphas_cumprod[0].item() == pytest.approx(plain.alphas_cumprod[0].item(), rel=1e-12)
+    assert bool((s.alphas_cumprod.diff() < 0).all()) and bool((s.betas[:-1] < 1).all())
+    sigmas = s.sigmas  # abar = 0 read as 2**-24, as diffusers' DPM-Solver does
+    assert bool(torch.isfinite(sigmas).all()) and sigmas[-1].item() == pytest.approx(4096.0, rel=1e-7)
+    assert torch.allclose(sigmas[:-1], ((1 - s.alphas_cumprod[:-1]) / s.alphas_cumprod[:-1]).sqrt(), rtol=1e-15)
+    ddpm = pytest.importorskip("diffusers.schedulers.scheduling_ddpm")
+    theirs = ddpm.rescale_zero_terminal_snr(plain.betas.clone())  # float64 in, float64 out
+    assert torch.allclose(s.betas, theirs, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside diffusers
+def test_sigmas_match_diffusers_dpm_solver_if_installed():
+    """diffusers' DPM-Solver (rescale_betas_zero_snr=True) in float32: same sigma table, 2**-24 included."""
+    diffusers = pytest.importorskip("diffusers")
+    for zero_snr in (False, True):
+        ref = diffusers.DPMSolverMultistepScheduler(
+            num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=8.5e-4, beta_end=1.2e-2,
+            rescale_betas_zero_snr=zero_snr, timestep_spacing="trailing",
+        )  # fmt: skip
+        ref.set_timesteps(20)
+        ours = NoiseSchedule.from_config("scaled_linear", 1000, 8.5e-4, 1.2e-2, rescale_zero_terminal_snr=zero_snr)
+        expected = torch.cat([ours.sigmas[ref.timesteps], torch.zeros(1, dtype=torch.float64)])
+        assert torch.allclose(ref.sigmas.double(), expected, rtol=2e-5, atol=0)
+
+
+def test_from_betas_zero_snr_only_at_the_end():
+    NoiseSchedule.from_betas(torch.tensor([0.1, 0.5, 1.0]))
+    with pytest.raises(ValueError):
+        NoiseSchedule.from_betas(torch.tensor([0.1, 1.0, 0.5]))
+    with pytest.raises(ValueError, match="at least 2"):
+        make_betas("linear", 1, rescale_zero_terminal_snr=True)

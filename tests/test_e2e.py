@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import OUTPUTS, STAGES, make_repo, ran_stages, sh
+from conftest import OUTPUTS, STAGES, TIMED, TIMED_STAGES, make_repo, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +41,16 @@ def test_dvc_repro_writes_every_output(dvc_repo):
     assert metrics["n_samples"] == 60 and metrics["extractor"] == "classifier"
     assert metrics["fid"] > 0 and metrics["fid_real_floor"] >= 0 and metrics["is_mean"] >= 1
     report = (dvc_repo / "reports/report.md").read_text()
-    for fig in ("figures/dataset.png", "figures/vae_reconstructions.png", "figures/samples.png", "figures/losses.png"):
+    figures = ("dataset", "vae_reconstructions", "samples", "fid_vs_nfe", "losses")
+    for fig in (f"figures/{f}.png" for f in figures):
         assert f"]({fig})" in report
     assert f"{metrics['fid_real_floor']:.3f}" in report and "sampler: ddim" in report
     assert (dvc_repo / "reports/figures/samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "fid" in sh("dvc metrics show", dvc_repo)
+    sweep = (dvc_repo / "reports/sweep.csv").read_text().splitlines()
+    assert sweep[0] == "sampler,steps,nfe,fid,is_mean,seconds" and len(sweep) == 1 + 4 * 2
+    heun = [line.split(",") for line in sweep if line.startswith("heun,")]
+    assert [(int(r[1]), int(r[2])) for r in heun] == [(2, 3), (4, 7)]  # two evaluations per step but the last
 
 
 def test_second_dvc_repro_does_nothing(dvc_repo):
@@ -53,19 +58,26 @@ def test_second_dvc_repro_does_nothing(dvc_repo):
     assert ran_stages(out) == set() and "up to date" in out
 
 
+def lock_without_timings(repo: Path) -> dict:
+    """dvc.lock without the sweep stages, whose outputs hold wall times."""
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: entry for name, entry in stages.items() if name not in TIMED_STAGES}
+
+
 def test_snakemake_gives_the_same_bytes(dvc_repo, snakemake_repo):
     differ = [p for p in OUTPUTS if (dvc_repo / p).read_bytes() != (snakemake_repo / p).read_bytes()]
-    assert differ == []
+    assert set(differ) <= TIMED, sorted(set(differ) - TIMED)
     assert "Nothing to be done" in sh("snakemake --cores 2 -n", snakemake_repo)
     # dvc commit records the Snakemake outputs: the lock file equals the one `dvc repro` wrote
     sh("dvc commit -f", snakemake_repo)
-    assert (snakemake_repo / "dvc.lock").read_text() == (dvc_repo / "dvc.lock").read_text()
+    assert lock_without_timings(snakemake_repo) == lock_without_timings(dvc_repo)
+    assert len(lock_without_timings(dvc_repo)) == len(STAGES) - len(TIMED_STAGES)
 
 
 def test_rerun_from_scratch_gives_the_same_lock(dvc_repo):
-    before = (dvc_repo / "dvc.lock").read_text()
+    before = lock_without_timings(dvc_repo)
     assert ran_stages(sh("dvc repro --force", dvc_repo)) == set(STAGES)
-    assert (dvc_repo / "dvc.lock").read_text() == before
+    assert lock_without_timings(dvc_repo) == before
 
 
 def test_sample_change_reruns_only_downstream(dvc_repo):

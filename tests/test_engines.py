@@ -1,5 +1,5 @@
-"""One stage graph, two engines: the Snakefile's rules equal dvc.yaml's stages, and every stage
-lists the code it runs and the paths its command names."""
+"""One stage graph, two engines: the Snakefile's jobs equal dvc.yaml's stages (as DVC resolves
+them: matrix stages expanded), and every stage lists the code it runs and the paths it names."""
 
 from __future__ import annotations
 
@@ -7,28 +7,50 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT
 
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # Modules that cannot change an artifact's bytes without a params value changing too: package
 # re-exports, argument dispatch and params validation. Everything else a stage imports is a dep.
-NOT_DEPS = {"cli.py", "config.py", "constants.py", "__main__.py"}
+NOT_DEPS = {"cli.py", "config.py", "constants.py", "__main__.py", "__init__.py"}
 
 
-def paths(entries) -> list[str]:
-    return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
+def dvc_stages() -> dict[str, dict]:
+    """DVC's resolved stages: name (`sweep@ddim` for matrix entries) -> cmd, deps, outs, params."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {
+            st.name: {
+                "cmd": " ".join(st.cmd.split()),
+                "deps": [d.def_path for d in st.deps if not isinstance(d, ParamsDependency)],
+                "outs": [o.def_path for o in st.outs],
+                "params": [k for d in st.deps if isinstance(d, ParamsDependency) for k in d.params],
+            }
+            for st in repo.index.stages
+        }
 
 
-def outputs(stage: dict) -> list[str]:
-    return paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))
+STAGES = dvc_stages()
+ALL_OUTS = [o for s in STAGES.values() for o in s["outs"]]
+
+
+def as_files(deps: list[str]) -> list[str]:
+    """A folder dependency holding other stages' outputs stands for those files (as in the Snakefile)."""
+    out = []
+    for d in deps:
+        inside = [o for o in ALL_OUTS if o.startswith(d.rstrip("/") + "/")]
+        out += inside if inside and d not in ALL_OUTS else [d]
+    return out
 
 
 def snakemake_jobs() -> dict[str, dict]:
-    """Rules of a forced dry run: name -> {input, output, log, shell}."""
+    """Jobs of a forced dry run: `rule` or `rule@wildcard` -> {input, output, log, shell}."""
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -36,56 +58,64 @@ def snakemake_jobs() -> dict[str, dict]:
     jobs, current = {}, None
     for line in r.stdout.splitlines():
         if m := re.match(r"(?:local)?rule (\w+):$", line):
-            current = jobs.setdefault(m.group(1), {"input": [], "output": []})
-        elif current is not None and (m := re.match(r"    (input|output|log): (.*)$", line)):
+            current = {"rule": m.group(1), "input": [], "output": []}
+        elif current is not None and (m := re.match(r"    (input|output|log|wildcards): (.*)$", line)):
             current[m.group(1)] = m.group(2).split(", ")
         elif current is not None and line.startswith("Shell command: "):
             current["shell"] = line.removeprefix("Shell command: ")
+        if current is not None and "rule" in current and ("shell" in current or current["rule"] == "all"):
+            values = [w.split("=", 1)[1] for w in current.get("wildcards", [])]
+            jobs["@".join([current["rule"], *values])] = current
+            current = None if "shell" in current else current
     return jobs
 
 
-def test_snakefile_rules_equal_dvc_stages():
+def test_snakefile_jobs_equal_dvc_stages():
     jobs = snakemake_jobs()
-    assert set(jobs) - {"all"} == set(DVC)
-    for name, stage in DVC.items():
+    assert set(jobs) - {"all"} == set(STAGES)
+    for name, stage in STAGES.items():
         job = jobs[name]
-        assert sorted(job["input"]) == sorted(paths(stage.get("deps"))), name
-        assert sorted(job["output"]) == sorted(outputs(stage)), name
-        assert job["log"] == [f"logs/{name}.log"]
-        assert job["shell"] == " ".join(stage["cmd"].split()) + f" 2>&1 | tee logs/{name}.log"
+        assert sorted(job["input"]) == sorted(as_files(stage["deps"])), name
+        assert sorted(job["output"]) == sorted(stage["outs"]), name
+        assert len(job["log"]) == 1 and job["log"][0].startswith(f"logs/{name.split('@')[0]}")
+        assert job["shell"] == f"{stage['cmd']} 2>&1 | tee {job['log'][0]}"
 
 
-@pytest.mark.parametrize("name", sorted(DVC))
+@pytest.mark.parametrize("name", sorted(STAGES))
 def test_command_paths_are_declared(name):
     """Every path the command names is a dep or an output, and every data dep/out is named."""
-    stage = DVC[name]
+    stage = STAGES[name]
     args = shlex.split(stage["cmd"])
     named = {a for a in args if "/" in a and not a.startswith("-")}
-    declared = set(paths(stage.get("deps"))) | set(outputs(stage))
-    directories = {a for a in named if not re.search(r"\.\w+$", a)}  # DVCLive folders
-    assert named - directories <= declared, named - declared
-    for d in directories:
-        assert any(p.startswith(d + "/") for p in outputs(stage)), d
+    declared = set(stage["deps"]) | set(stage["outs"])
+    folders = {a for a in named - declared if not re.search(r"\.\w+$", a)}  # DVCLive output folders
+    assert named - folders <= declared, named - declared
+    for d in folders:
+        assert any(p.startswith(d + "/") for p in stage["outs"]), d
     data_paths = {p for p in declared if not p.startswith("src/")}
-    assert data_paths <= named | {p for p in data_paths for d in directories if p.startswith(d + "/")}
-    assert args[:2] == ["ldmpipe", name.replace("_", "-")] and "--params" in args
+    assert data_paths <= named | {p for p in data_paths for d in folders if p.startswith(d + "/")}
+    assert args[:2] == ["ldmpipe", name.split("@")[0].replace("_", "-")] and "--params" in args
 
 
-@pytest.mark.parametrize("name", sorted(DVC))
-def test_stage_code_is_a_dep(name):
-    """Each stage's deps list every ldmpipe module it imports (except NOT_DEPS and __init__)."""
+@pytest.mark.parametrize("module", sorted({n.split("@")[0] for n in STAGES}))
+def test_stage_code_is_a_dep(module):
+    """Each stage's deps list every ldmpipe module it imports (except NOT_DEPS)."""
     code = (
         "import sys, importlib; importlib.import_module('ldmpipe.stages.' + sys.argv[1]);"
         "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.startswith('ldmpipe') and m.__file__))"
     )
-    r = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True)
-    src = ROOT / "src"
-    imported = {str(__import__("pathlib").Path(f).resolve().relative_to(src.parent)) for f in r.stdout.split()}
-    needed = {p for p in imported if p.rsplit("/", 1)[-1] not in NOT_DEPS | {"__init__.py"}}
-    assert needed <= set(paths(DVC[name].get("deps"))), sorted(needed - set(paths(DVC[name]["deps"])))
+    r = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
+    imported = {str(Path(f).resolve().relative_to(ROOT)) for f in r.stdout.split()}
+    needed = {p for p in imported if Path(p).name not in NOT_DEPS}
+    for name in (n for n in STAGES if n.split("@")[0] == module):
+        assert needed <= set(STAGES[name]["deps"]), sorted(needed - set(STAGES[name]["deps"]))
 
 
-def test_params_listed_are_sections_or_top_level_keys():
-    top = set(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    for name, stage in DVC.items():
-        assert set(stage.get("params", [])) <= top, name
+def test_params_listed_exist():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, stage in STAGES.items():
+        for key in stage["params"]:
+            node = params
+            for part in key.split("."):
+                assert part in node, f"{name}: {key}"
+                node = node[part]

@@ -33,7 +33,7 @@ def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
     torch.nn.init.normal_(unet.out[-1].weight, std=0.1)
     save_model(unet, tmp_path / "unet.safetensors",
                extra={"scale_factor": 0.7, "diffusion": {"schedule": "linear", "timesteps": 50,
-                                                         "beta_start": 1e-4, "beta_end": 2e-2}})  # fmt: skip
+                                                         "beta_start": 1e-4, "beta_end": 2e-2, "prediction": "epsilon"}})  # fmt: skip
     save_model(AutoencoderKL(3, 8, 4, 4), tmp_path / "vae.safetensors")
     whole = run_sample(tmp_path, batch_size=6, n=6, name="whole")
     split = run_sample(tmp_path, batch_size=4, n=6, name="split")

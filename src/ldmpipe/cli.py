@@ -21,6 +21,8 @@ STAGES = {
     "train-evaluator": ("train_evaluator", "train the frozen classifier used by FID/IS; write reference stats"),
     "train-diffusion": ("train_diffusion", "train the latent UNet (EMA weights, DVCLive curves)"),
     "sample": ("sample", "sample images with DDPM/DDIM on the EMA weights and decode them"),
+    "sweep": ("sweep", "FID and IS against sampling steps/NFE for one sampler (one sweep point)"),
+    "sweep-report": ("sweep_report", "gather the sweep into reports/sweep.csv and the FID-vs-NFE plot"),
     "evaluate": ("evaluate", "FID and IS against the reference, with the real-vs-real floor"),
     "report": ("report", "write reports/report.md with figures, metrics and params"),
 }

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .constants import DATASETS, SAMPLERS, SCHEDULES
+from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SPACINGS
 
 
 class ConfigError(ValueError):
@@ -117,6 +117,8 @@ class DiffusionConfig:
     schedule: str = spec(one_of(*SCHEDULES))
     beta_start: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
     beta_end: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+    zero_terminal_snr: bool = spec()
+    prediction: str = spec(one_of(*PREDICTIONS))
     loss_weighting: str = spec(one_of("none", "min_snr"))
     min_snr_gamma: float = spec(positive)
 
@@ -147,6 +149,7 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = spec(one_of(*SAMPLERS))
     steps: int = spec(positive)
+    spacing: str = spec(one_of(*SPACINGS))
     eta: float = spec(between(0.0, 1.0))
     n_samples: int = spec(positive)
     batch_size: int = spec(positive)
@@ -154,9 +157,22 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    samplers: tuple[str, ...] = spec(each(one_of(*SAMPLERS)))
+    steps: tuple[int, ...] = spec(each(positive))
+    n_samples: int = spec(positive)
+    batch_size: int = spec(positive)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
+    extractor: str = spec(one_of("classifier", "inception"))
+    inception_weights: str | None = spec()
     batch_size: int = spec(positive)
     is_splits: int = spec(positive)
+    kid_subsets: int = spec(positive)
+    kid_subset_size: int = spec(positive)
+    pr_k: int = spec(positive)
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,7 @@ class Params:
     unet: UNetConfig = spec()
     train: TrainConfig = spec()
     sample: SampleConfig = spec()
+    sweep: SweepConfig = spec()
     evaluate: EvaluateConfig = spec()
 
 
@@ -251,10 +268,23 @@ def check_consistency(p: Params) -> None:
         raise ConfigError(
             f"diffusion.beta_start must be smaller than diffusion.beta_end ({p.diffusion.beta_end}), got {p.diffusion.beta_start}"
         )
+    if p.diffusion.zero_terminal_snr and p.diffusion.prediction == "epsilon":
+        raise ConfigError(
+            "diffusion.prediction must be sample or v_prediction when diffusion.zero_terminal_snr is true "
+            "(at zero SNR a noise prediction says nothing about the image; Lin et al. 2024), got epsilon"
+        )
     if p.sample.steps > p.diffusion.timesteps:
         raise ConfigError(
             f"sample.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {p.sample.steps}"
         )
+    if max(p.sweep.steps) > p.diffusion.timesteps:
+        raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
+    if len(set(p.sweep.samplers)) != len(p.sweep.samplers):
+        raise ConfigError(f"sweep.samplers must not repeat a name, got {list(p.sweep.samplers)}")
+    for section in ("sample", "sweep"):
+        n = getattr(p, section).n_samples
+        if n < max(2, p.evaluate.is_splits):
+            raise ConfigError(f"{section}.n_samples must be at least evaluate.is_splits ({p.evaluate.is_splits}) and 2, got {n}")
     latent = p.data.image_size // p.vae.downsample
     levels = len(p.unet.channel_mult)
     if latent % 2 ** (levels - 1):

@@ -1,5 +1,7 @@
 """Names that params.yaml may use, kept free of heavy imports so validation stays fast."""
 
 DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "imagefolder")
-SCHEDULES = ("linear", "scaled_linear", "cosine")
-SAMPLERS = ("ddpm", "ddim")
+SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
+PREDICTIONS = ("epsilon", "sample", "v_prediction")
+SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp", "heun")
+SPACINGS = ("leading", "trailing", "linspace")

@@ -58,3 +58,21 @@ def loss_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def fid_vs_nfe_figure(table):
+    """FID against network evaluations, one line per sampler, NFE on a log axis (Song et al. 2021, table 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, group in table.groupby("sampler", sort=False):
+        group = group.sort_values("nfe")
+        ax.plot(group["nfe"], group["fid"], "o-", label=name)
+    ax.set(xscale="log", xlabel="network evaluations (NFE)", ylabel="FID", title="FID against sampling cost")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig

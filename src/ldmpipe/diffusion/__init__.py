@@ -1,4 +1,4 @@
-"""Diffusion library: noise schedules, training loss, samplers and the sampling loop.
+"""Diffusion library: noise schedules, parameterisations, training loss, samplers and the sampling loop.
 
 Plain arguments only: nothing here knows pipeline paths or reads params.yaml.  Names are
 re-exported lazily (PEP 562), so importing one submodule (say ``schedule`` for training) does not
@@ -13,13 +13,33 @@ from typing import Any
 _EXPORTS = {
     "DDIMSampler": "ddim",
     "DDPMSampler": "ddpm",
+    "DPMSolverPPSampler": "dpm_solver",
+    "HeunSampler": "heun",
+    "Sampler": "base",
+    "diffusion_loss": "loss",
     "epsilon_loss": "loss",
+    "min_snr_weights": "loss",
     "randn_per_sample": "noise",
     "sample_generators": "noise",
+    "PREDICTIONS": "parameterization",
+    "predict_eps": "parameterization",
+    "predict_x0": "parameterization",
+    "training_target": "parameterization",
     "sample_loop": "sampling",
     "SCHEDULES": "schedule",
     "NoiseSchedule": "schedule",
     "make_betas": "schedule",
+    "rescale_to_zero_terminal_snr": "schedule",
+    "SPACINGS": "spacing",
+    "spaced_timesteps": "spacing",
+}
+
+# sampler name in params.yaml -> class name
+_SAMPLERS = {
+    "ddpm": "DDPMSampler",
+    "ddim": "DDIMSampler",
+    "dpm_solver_pp": "DPMSolverPPSampler",
+    "heun": "HeunSampler",
 }
 
 __all__ = ["SAMPLERS", *_EXPORTS]
@@ -27,7 +47,7 @@ __all__ = ["SAMPLERS", *_EXPORTS]
 
 def __getattr__(name: str) -> Any:
     if name == "SAMPLERS":  # sampler name in params.yaml -> class
-        return {"ddpm": __getattr__("DDPMSampler"), "ddim": __getattr__("DDIMSampler")}
+        return {key: __getattr__(cls) for key, cls in _SAMPLERS.items()}
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

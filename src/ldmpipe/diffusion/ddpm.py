@@ -1,8 +1,8 @@
-"""DDPM ancestral sampler (Ho et al. 2020, Algorithm 2), epsilon prediction, fixed-small variance.
+"""DDPM ancestral sampler (Ho et al. 2020, Algorithm 2), fixed-small variance.
 
 Equivalent to diffusers' `DDPMScheduler(variance_type="fixed_small", clip_sample=False,
-prediction_type="epsilon", timestep_spacing="leading")`. With n < T steps it jumps t -> t - T//n,
-using alpha-bar at both ends (a DDPM on the sub-sequence of timesteps).
+prediction_type=prediction, timestep_spacing=spacing)`. With n < T steps it jumps from t to the next
+entry of `timesteps`, using alpha-bar at both ends (a DDPM on the sub-sequence of timesteps).
 """
 
 from __future__ import annotations
@@ -11,31 +11,32 @@ import math
 
 import torch
 
+from .base import Sampler, next_timesteps
 from .noise import GeneratorArg, randn_per_sample
-from .schedule import NoiseSchedule, check_num_steps
+from .parameterization import predict_x0
+from .schedule import NoiseSchedule
+from .spacing import spaced_timesteps
 
 
-class DDPMSampler:
+class DDPMSampler(Sampler):
     """Stochastic reverse process p_theta(x_{t-1} | x_t) with sigma_t^2 = beta-tilde_t (eq. 7)."""
 
-    def __init__(self, schedule: NoiseSchedule) -> None:
-        if not isinstance(schedule, NoiseSchedule):
-            raise ValueError(f"expected a NoiseSchedule, got {type(schedule).__name__}")
-        self.schedule = schedule
-        self.num_inference_steps: int | None = None
-        self.timesteps: torch.Tensor | None = None
+    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", spacing: str = "leading") -> None:
+        super().__init__(schedule, prediction=prediction, spacing=spacing)
+        self._next: dict[int, int] = {}
 
     def set_timesteps(self, num_inference_steps: int) -> None:
-        """"leading" spacing: timesteps = arange(0, n) * (T // n), descending, int64."""
-        T = self.schedule.num_timesteps
-        n = check_num_steps(num_inference_steps, T)
-        self.num_inference_steps = n
-        self.timesteps = (torch.arange(0, n, dtype=torch.int64) * (T // n)).flip(0)
+        """n descending int64 timesteps (see `spacing.spaced_timesteps`; leading: arange(0, n) * (T // n))."""
+        self.timesteps = spaced_timesteps(self.spacing, self.schedule.num_timesteps, num_inference_steps)
+        self.num_inference_steps = num_inference_steps
+        self._next = next_timesteps(self.timesteps)
 
     def previous_timestep(self, t: int) -> int:
-        if self.num_inference_steps is None:
-            raise ValueError("call set_timesteps(n) before step()")
-        return t - self.schedule.num_timesteps // self.num_inference_steps
+        """The timestep a step from t lands on: the next entry of `timesteps`, -1 (i.e. x_0) after the last."""
+        self._require_timesteps()
+        if int(t) not in self._next:
+            raise ValueError(f"timestep {int(t)} is not one of this sampler's timesteps")
+        return self._next[int(t)]
 
     def step(
         self,
@@ -44,16 +45,11 @@ class DDPMSampler:
         sample: torch.Tensor,
         generator: GeneratorArg = None,
     ) -> torch.Tensor:
-        """One reverse step x_t -> x_{prev_t}. model_output = eps_theta(x_t, t), sample = x_t, both (B, C, H, W).
-
-        `generator`: a generator, a list of B per-sample generators, or None (global RNG).
+        """One reverse step x_t -> x_{prev_t}. model_output = the network's output at (x_t, t), sample = x_t,
+        both (B, C, H, W). `generator`: a generator, a list of B per-sample generators, or None (global RNG).
         """
-        t = int(t)
+        t = self._check_step(model_output, t, sample)
         prev_t = self.previous_timestep(t)
-        if not 0 <= t < self.schedule.num_timesteps:
-            raise ValueError(f"timestep {t} outside [0, {self.schedule.num_timesteps - 1}]")
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output shape {tuple(model_output.shape)} != sample shape {tuple(sample.shape)}")
         abars = self.schedule.alphas_cumprod  # (T,) float64
 
         # 1. Scalars (float64): abar_t, abar_prev (1 past the end), and the effective one-jump
@@ -63,9 +59,9 @@ class DDPMSampler:
         alpha_t = abar_t / abar_prev
         beta_t = 1.0 - alpha_t
 
-        # 2. Predicted x_0 by inverting eq. 4 (eq. 15): x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),
-        #    (B, C, H, W). No clipping.
-        x0_hat = (sample - math.sqrt(1.0 - abar_t) * model_output) / math.sqrt(abar_t)
+        # 2. Predicted x_0, (B, C, H, W); for epsilon prediction this inverts eq. 4 (eq. 15):
+        #    x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t). No clipping.
+        x0_hat = predict_x0(self.prediction, model_output, sample, abar_t)
 
         # 3. Posterior mean mu-tilde_t(x_t, x0_hat) (eq. 7); together with step 2 this is eq. 11:
         #    mu = sqrt(abar_prev) beta_t / (1 - abar_t) * x0_hat + sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) * x_t
@@ -74,8 +70,9 @@ class DDPMSampler:
         mean = c_x0 * x0_hat + c_xt * sample  # (B, C, H, W)
 
         # 4. Ancestral noise with the fixed-small variance beta-tilde_t = (1 - abar_prev) / (1 - abar_t) beta_t
-        #    (eq. 7, sigma_t^2 in eq. 6 / Algorithm 2); none at the final step (t = 0, prev_t < 0).
-        if t > 0:
+        #    (eq. 7, sigma_t^2 in eq. 6 / Algorithm 2); none at the final step (prev_t < 0, where it is 0;
+        #    diffusers' rule "t > 0" adds 1e-10 z there with trailing spacing, which ends at t > 0).
+        if prev_t >= 0:
             var = max((1.0 - abar_prev) / (1.0 - abar_t) * beta_t, 1e-20)
             z = randn_per_sample(sample.shape, generator, dtype=sample.dtype, device=sample.device)
             mean = mean + math.sqrt(var) * z

@@ -1,4 +1,5 @@
-"""The reverse-process loop: x_T ~ N(0, I), then one `sampler.step` per timestep."""
+"""The reverse-process loop, as diffusers' pipelines run it: x_T = init_noise_sigma * N(0, I), then
+one model evaluation and one `sampler.step` per entry of `sampler.timesteps`."""
 
 from __future__ import annotations
 
@@ -22,19 +23,25 @@ def sample_loop(
     """Draw samples (B, C, H, W) float32 on `device` with a sampler whose `set_timesteps` was called.
 
     `generators`: B per-sample generators (see `sample_generators`) so sample i does not depend on
-    the batch size, a single generator, or None. `model(x, t)` gets t as an int64 (B,) tensor.
+    the batch size, a single generator, or None. `model(x, t)` gets t as an int64 (B,) tensor; its
+    output is whatever the sampler's `prediction` says (eps, x0 or v). The loop first calls
+    `set_timesteps` again with the same step count, which resets multistep / two-stage state, so one
+    sampler can serve several batches. Works for every sampler: `timesteps` lists each model evaluation
+    (Heun lists a timestep twice), `scale_model_input` gives the network its input, and
+    `init_noise_sigma` scales x_T (both trivial except for samplers working in sigma space).
     """
     if getattr(sampler, "timesteps", None) is None:
         raise ValueError("call sampler.set_timesteps(n) before sample_loop")
+    sampler.set_timesteps(sampler.num_inference_steps)
     shape = tuple(int(s) for s in shape)
     B = shape[0]
-    # 1. x_T ~ N(0, I): (B, C, H, W), row i from generators[i] on CPU, then moved to device
-    x = randn_per_sample(shape, generators, dtype=torch.float32, device=device)
+    # 1. x_T ~ N(0, init_noise_sigma^2 I): (B, C, H, W), row i from generators[i] on CPU, then moved to device
+    x = randn_per_sample(shape, generators, dtype=torch.float32, device=device) * sampler.init_noise_sigma
     with torch.no_grad():
-        for t in tqdm(sampler.timesteps, desc="sampling", file=sys.stderr, disable=not progress):
-            # 2. eps_theta(x_t, t): (B, C, H, W)
-            t_batch = torch.full((B,), int(t), dtype=torch.int64, device=x.device)
-            eps = model(x, t_batch).to(torch.float32)
-            # 3. x_t -> x_{prev_t}
-            x = sampler.step(eps, int(t), x, generator=generators)
+        for t in tqdm(sampler.timesteps.tolist(), desc="sampling", file=sys.stderr, disable=not progress):
+            # 2. The network's output at (scale_model_input(x, t), t): (B, C, H, W)
+            t_batch = torch.full((B,), t, dtype=torch.int64, device=x.device)
+            out = model(sampler.scale_model_input(x, t), t_batch).to(torch.float32)
+            # 3. x -> the next sample (x_{prev_t}, or Heun's intermediate point)
+            x = sampler.step(out, t, x, generator=generators)
     return x

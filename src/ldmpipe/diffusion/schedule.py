@@ -1,8 +1,8 @@
-"""Noise schedules: betas and everything derived from them (alphas, alpha-bar, SNR, q(x_t | x_0)).
+"""Noise schedules: betas and everything derived from them (alphas, alpha-bar, SNR, sigma, q(x_t | x_0)).
 
 Notation follows Ho et al. 2020 ("DDPM"): beta_t, alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s,
-with 0-based timesteps t in {0, ..., T-1}. All tables are float64; coefficients are cast to the data's
-dtype/device only at the point of use.
+with 0-based timesteps t in {0, ..., T-1}. All tables are float64 and derive from the betas here, in
+`NoiseSchedule`; coefficients are cast to the data's dtype/device only at the point of use.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from ..constants import SCHEDULES  # one list, shared with config validation
+
+# abar used in place of an exact 0 (zero terminal SNR) wherever sigma = sqrt((1 - abar) / abar) must be
+# finite: diffusers' DPMSolverMultistepScheduler sets alphas_cumprod[-1] = 2**-24 in that case.
+ZERO_SNR_ABAR = 2.0**-24
 
 
 def _cosine_betas(timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
@@ -29,20 +33,53 @@ def _cosine_betas(timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
     return torch.tensor(betas, dtype=torch.float64)
 
 
-def make_betas(kind: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> torch.Tensor:
-    """Return the (T,) float64 beta schedule of the given kind (one of `SCHEDULES`)."""
+def rescale_to_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2024, Algorithm 1: shift and scale sqrt(abar) so that abar_{T-1} = 0 (SNR 0, beta_{T-1} = 1)
+    while abar_0 is kept. (T,) float64 in and out; needs T >= 2."""
+    if betas.shape[0] < 2:
+        raise ValueError("rescaling to zero terminal SNR needs at least 2 timesteps")
+    # 1. sqrt(abar_t), (T,)
+    abar_sqrt = torch.cumprod(1.0 - betas.to(torch.float64), dim=0).sqrt()
+    first, last = abar_sqrt[0].clone(), abar_sqrt[-1].clone()
+    # 2. Shift so the last is 0, scale so the first is unchanged.
+    abar_sqrt = (abar_sqrt - last) * (first / (first - last))
+    # 3. Back to betas: alpha_t = abar_t / abar_{t-1}, alpha_0 = abar_0.
+    abar = abar_sqrt**2
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return 1.0 - alphas
+
+
+def make_betas(
+    kind: str,
+    timesteps: int,
+    beta_start: float = 1e-4,
+    beta_end: float = 2e-2,
+    *,
+    rescale_zero_terminal_snr: bool = False,
+) -> torch.Tensor:
+    """Return the (T,) float64 beta schedule of the given kind (one of `SCHEDULES`).
+
+    linear (Ho et al. 2020), scaled_linear (latent diffusion: linear in sqrt(beta)), cosine (Nichol &
+    Dhariwal 2021, ignores beta_start/beta_end), sigmoid (GeoDiff, Xu et al. 2022: diffusers'
+    `beta_schedule="sigmoid"`). With `rescale_zero_terminal_snr` the result is rescaled by Lin et al.'s
+    Algorithm 1, so its last beta is exactly 1.
+    """
     if kind not in SCHEDULES:
         raise ValueError(f"unknown noise schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
     if kind == "cosine":
-        return _cosine_betas(timesteps)
-    if not 0.0 < beta_start <= beta_end < 1.0:
+        betas = _cosine_betas(timesteps)
+    elif not 0.0 < beta_start <= beta_end < 1.0:
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    if kind == "linear":  # Ho et al. 2020, Sec. 4
-        return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
-    # scaled_linear (Rombach et al. 2022, latent diffusion): linear in sqrt(beta)
-    return torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float64) ** 2
+    elif kind == "linear":  # Ho et al. 2020, Sec. 4
+        betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    elif kind == "scaled_linear":  # Rombach et al. 2022 (latent diffusion): linear in sqrt(beta)
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float64) ** 2
+    else:  # sigmoid: beta_start + (beta_end - beta_start) * sigmoid(linspace(-6, 6, T))
+        betas = torch.sigmoid(torch.linspace(-6.0, 6.0, timesteps, dtype=torch.float64)) * (beta_end - beta_start)
+        betas = betas + beta_start
+    return rescale_to_zero_terminal_snr(betas) if rescale_zero_terminal_snr else betas
 
 
 def check_num_steps(num_inference_steps: int, num_timesteps: int) -> int:
@@ -65,23 +102,40 @@ class NoiseSchedule:
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor) -> NoiseSchedule:
+        """Betas in (0, 1); the last may be exactly 1 (zero terminal SNR, abar_{T-1} = 0)."""
         betas = torch.as_tensor(betas, dtype=torch.float64, device="cpu").clone()
         if betas.ndim != 1 or betas.numel() == 0:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
-        if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("betas must lie in (0, 1)")
+        if not bool(((betas[:-1] > 0) & (betas[:-1] < 1)).all()) or not 0 < float(betas[-1]) <= 1:
+            raise ValueError("betas must lie in (0, 1) (the last one in (0, 1])")
         alphas = 1.0 - betas
         return cls(betas=betas, alphas=alphas, alphas_cumprod=torch.cumprod(alphas, dim=0))
 
     @classmethod
     def from_config(
-        cls, kind: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 2e-2
+        cls,
+        kind: str,
+        timesteps: int,
+        beta_start: float = 1e-4,
+        beta_end: float = 2e-2,
+        *,
+        rescale_zero_terminal_snr: bool = False,
     ) -> NoiseSchedule:
-        return cls.from_betas(make_betas(kind, timesteps, beta_start, beta_end))
+        betas = make_betas(kind, timesteps, beta_start, beta_end, rescale_zero_terminal_snr=rescale_zero_terminal_snr)
+        return cls.from_betas(betas)
 
     @property
     def num_timesteps(self) -> int:
         return int(self.betas.shape[0])
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """(T,) float64 noise levels of the variance-exploding form x_t / sqrt(abar_t) = x0 + sigma_t eps
+        (Karras et al. 2022): sigma_t = sqrt((1 - abar_t) / abar_t) = SNR_t^(-1/2). An abar of exactly 0
+        (zero terminal SNR) is read as `ZERO_SNR_ABAR` here, so sigma stays finite (4096)."""
+        abar = self.alphas_cumprod
+        abar = torch.where(abar == 0, torch.full_like(abar, ZERO_SNR_ABAR), abar)
+        return ((1.0 - abar) / abar).sqrt()
 
     def _index(self, t: int | torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(t).detach().to("cpu", torch.long)
@@ -90,7 +144,7 @@ class NoiseSchedule:
         return idx
 
     def snr(self, t: int | torch.Tensor) -> torch.Tensor:
-        """Signal-to-noise ratio abar_t / (1 - abar_t), float64, same shape as `t`."""
+        """Signal-to-noise ratio abar_t / (1 - abar_t), float64, same shape as `t` (0 at a zero-SNR end)."""
         abar = self.alphas_cumprod[self._index(t)]
         return abar / (1.0 - abar)
 

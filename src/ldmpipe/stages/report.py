@@ -54,18 +54,23 @@ def run(args: argparse.Namespace, params: Params) -> None:
     out_dir = Path(args.out).parent
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
     captions = {"dataset": "Dataset preview (one row per class)", "vae": "Autoencoder: originals above reconstructions",
-                "sample": "Samples"}  # fmt: skip
+                "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)",
+                "fid_vs_nfe": f"FID against network evaluations (sweep, n={params.sweep.n_samples} per point)"}  # fmt: skip
     figures = "\n\n".join(
         f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
         for p in args.figures
     )
-    metrics = table(
-        [
-            ("FID ↓", f"{m['fid']:.3f}", f"{m['fid_real_floor']:.3f}"),
-            ("IS ↑", f"{m['is_mean']:.3f} ± {m['is_std']:.3f}", f"{m['is_real_mean']:.3f} ± {m['is_real_std']:.3f}"),
-        ],
-        ("metric", f"samples (n={m['n_samples']})", f"real held-out (n={m['n_samples']}, the floor)"),
-    )
+    def cell(key: str, spread: str | None = None, fmt: str = ".3f") -> str:
+        return f"{m[key]:{fmt}}" + (f" ± {m[spread]:{fmt}}" if spread else "")
+
+    rows = [
+        ("FID ↓", cell("fid"), cell("fid_real_floor")),
+        ("IS ↑", cell("is_mean", "is_std"), cell("is_mean_real", "is_std_real")),
+        ("KID ↓", cell("kid_mean", "kid_std", ".4f"), cell("kid_mean_real", "kid_std_real", ".4f")),
+        ("precision ↑", cell("precision"), cell("precision_real")),
+        ("recall ↑", cell("recall"), cell("recall_real")),
+    ]
+    metrics = table(rows, ("metric", f"samples (n={m['n_samples']})", f"real held-out (n={m['n_samples']}, the floor)"))
     others = table(
         [
             ("evaluator validation accuracy", f"{ev['val_accuracy']:.4f}"),
@@ -82,9 +87,11 @@ Dataset **{meta['dataset']}**: {meta['n_train']} train / {meta['n_val']} validat
 
 ## Metrics
 
-FID and IS use the pipeline's own evaluator ({m['extractor']}, {m['feature_dim']}-d penultimate features;
-IS over {m['is_splits']} splits, mean ± std). The floor is the same metric for held-out real images at the
-same n: a perfect generator would score about the floor, not 0.
+All metrics use the **{m['extractor']}** feature extractor ({m['feature_dim']}-d features; input: {m['resize_protocol']})
+against {m['n_reference']} real validation images: FID; IS over {m['is_splits']} splits (mean ± population std);
+KID over {m['kid_subsets']} subsets of {m['kid_subset_size']} (mean ± std); precision/recall with k={m['pr_k']}.
+The floor is the same metric for held-out real images at the same n: a perfect generator would
+score about the floor, not 0.
 
 {metrics}
 

@@ -1,6 +1,7 @@
-"""Stage ``train_diffusion``: a UNet on scaled latents with the ε-prediction loss.
+"""Stage ``train_diffusion``: a UNet on scaled latents, predicting ε, x0 or v.
 
-DDPM forward process and loss (Ho et al. 2020, eq. 4 and 14), optionally Min-SNR-γ weighted
+DDPM forward process and simple loss (Ho et al. 2020, eq. 4 and 14; v: Salimans & Ho 2022),
+optionally Min-SNR-γ weighted
 (Hang et al. 2023), AdamW with linear warm-up,
 gradient clipping, EMA weights; the EMA weights are the stage's output, stored with the noise
 schedule and the latent scale factor so that sampling needs nothing else.
@@ -14,7 +15,7 @@ import torch
 
 from .. import runtime
 from ..config import Params, to_dict
-from ..diffusion.loss import epsilon_loss
+from ..diffusion.loss import diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
 from ..io import load_arrays
 from ..models.checkpoint import save_model
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     u = params.unet
     unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
                 u.attention_resolutions, u.dropout).to(device)  # fmt: skip
-    schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end)
+    schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
+                                         rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
     gen = runtime.generator(params.seed, "train_diffusion.batches")
     batches = batch_indices(len(data), cfg.batch_size, gen)
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     def loss_fn(step: int):
         x0 = data[next(batches).to(device)]
         with runtime.autocast(device, cfg.bf16):
-            loss = epsilon_loss(unet, schedule, x0, gen, min_snr_gamma=gamma)
+            loss = diffusion_loss(unet, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma)
         return loss, {"loss": loss.item()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,

@@ -1,7 +1,8 @@
 """Stage ``train_evaluator``: the frozen feature network for FID/IS, and reference statistics.
 
-Reference statistics are the float64 mean and covariance of the penultimate features of the real
-validation images, plus the covariance's square root so each FID costs one eigendecomposition.
+The reference is the penultimate features of the real validation images (for KID and
+precision/recall) with their float64 mean and covariance, plus the covariance's square root so
+each FID costs one eigendecomposition.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .. import runtime
 from ..config import Params
 from ..io import load_arrays, save_arrays, write_json
 from ..images import to_model_input
-from ..metrics import extract, feature_statistics, sqrtm_psd
+from ..evaluation import Reference
+from ..metrics import extract
 from ..models.checkpoint import save_model
 from ..models.classifier import Classifier
 from ..training import TrainSettings, batch_indices, train_loop
@@ -61,8 +63,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
     feats, probs = extract(model.features, model.head, val["images"], 500, device)
     accuracy = float((probs.argmax(1) == val["labels"]).mean())
-    mu, sigma = feature_statistics(feats)
     save_model(model, args.model)
-    save_arrays(args.reference, {"mu": mu, "sigma": sigma, "sqrt_sigma": sqrtm_psd(sigma)}, {"n": len(feats)})
+    save_arrays(args.reference, Reference.from_features(feats).arrays(), {"n": len(feats)})
     write_json(args.metrics, {"val_accuracy": accuracy, "feature_dim": cfg.feature_dim, "n_reference": len(feats)})
     print(f"train_evaluator: validation accuracy {accuracy:.4f} over {len(feats)} images")

@@ -1,0 +1,80 @@
+"""The contract every sampler follows (diffusers' scheduler interface), and the checks they share.
+
+    sampler = DDIMSampler(schedule, prediction="v_prediction", spacing="trailing")
+    sampler.set_timesteps(n)        # fills sampler.timesteps: one entry per model evaluation, in order
+    x = sampler.init_noise_sigma * N(0, I)
+    for t in sampler.timesteps:
+        out = model(sampler.scale_model_input(x, t), t)
+        x = sampler.step(out, t, x, generator=generators)
+
+`timesteps` are int64 training timesteps; a two-stage sampler (Heun) lists a timestep twice, so
+`nfe = len(timesteps)` counts model evaluations honestly. Multistep and two-stage samplers keep state
+between `step` calls, which must follow `timesteps` in order; `set_timesteps` resets it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .parameterization import check_prediction
+from .schedule import NoiseSchedule
+from .spacing import check_spacing
+
+
+class Sampler:
+    """Base class: validated arguments, `nfe`, identity `scale_model_input`, `init_noise_sigma` = 1."""
+
+    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", spacing: str = "leading") -> None:
+        if not isinstance(schedule, NoiseSchedule):
+            raise ValueError(f"expected a NoiseSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.prediction = check_prediction(prediction)
+        self.spacing = check_spacing(spacing)
+        self.num_inference_steps: int | None = None
+        self.timesteps: torch.Tensor | None = None
+        self._position = 0  # index into `timesteps` of the next `step` (stateful samplers)
+
+    @property
+    def init_noise_sigma(self) -> float:
+        """Standard deviation of x_T for the sampling loop (1: samplers working on the VP x_t)."""
+        return 1.0
+
+    @property
+    def nfe(self) -> int:
+        """Model evaluations for the current `set_timesteps`."""
+        return len(self._require_timesteps())
+
+    def scale_model_input(self, sample: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """The model's input for `sample` at timestep t (identity unless the sampler works in sigma space)."""
+        return sample
+
+    def _require_timesteps(self) -> torch.Tensor:
+        if self.timesteps is None:
+            raise ValueError("call set_timesteps(n) first")
+        return self.timesteps
+
+    def _check_step(self, model_output: torch.Tensor, t: int | torch.Tensor, sample: torch.Tensor) -> int:
+        """Common checks of a `step` call; returns t as an int."""
+        self._require_timesteps()
+        t = int(t)
+        if not 0 <= t < self.schedule.num_timesteps:
+            raise ValueError(f"timestep {t} outside [0, {self.schedule.num_timesteps - 1}]")
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output shape {tuple(model_output.shape)} != sample shape {tuple(sample.shape)}")
+        return t
+
+    def _advance(self, t: int) -> int:
+        """For stateful samplers: the position of this step in `timesteps` (which t must match), then +1."""
+        ts = self._require_timesteps()
+        i = self._position
+        if i >= len(ts) or int(ts[i]) != t:
+            expected = int(ts[i]) if i < len(ts) else "none (finished; call set_timesteps again)"
+            raise ValueError(f"steps must follow sampler.timesteps in order: got t={t}, expected {expected}")
+        self._position = i + 1
+        return i
+
+
+def next_timesteps(timesteps: torch.Tensor) -> dict[int, int]:
+    """t -> the timestep that follows it in `timesteps` (-1 after the last): where a step from t lands."""
+    ts = timesteps.tolist()
+    return dict(zip(ts, ts[1:] + [-1]))

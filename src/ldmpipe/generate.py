@@ -1,0 +1,58 @@
+"""Images from a trained latent diffusion model: sampler construction and per-sample-seeded generation.
+
+Shared by the ``sample`` and ``sweep`` stages.  Sample i starts from its own seed (derived from
+the global seed and i), so it does not depend on the batch size or on how many are drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import runtime
+from .diffusion import SAMPLERS
+from .diffusion.noise import sample_generators
+from .diffusion.sampling import sample_loop
+from .diffusion.schedule import NoiseSchedule
+from .images import to_uint8
+from .models.unet import UNet
+from .models.vae import AutoencoderKL
+
+
+def schedule_of(diffusion: dict) -> NoiseSchedule:
+    """The noise schedule a UNet was trained with, from its checkpoint's ``diffusion`` params."""
+    return NoiseSchedule.from_config(
+        diffusion["schedule"], diffusion["timesteps"], diffusion["beta_start"], diffusion["beta_end"],
+        rescale_zero_terminal_snr=diffusion.get("zero_terminal_snr", False),
+    )  # fmt: skip
+
+
+def make_sampler(name: str, schedule: NoiseSchedule, *, prediction: str, spacing: str, eta: float = 0.0):
+    """A sampler by its params name; ``eta`` applies to DDIM only."""
+    kwargs = {"eta": eta} if name == "ddim" else {}
+    return SAMPLERS[name](schedule, prediction=prediction, spacing=spacing, **kwargs)
+
+
+def generate(
+    unet: UNet,
+    vae: AutoencoderKL,
+    scale_factor: float,
+    sampler,
+    steps: int,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> np.ndarray:
+    """``n`` images, uint8 (N, H, W, C): sample scaled latents, divide by the scale factor, decode."""
+    shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
+    images = []
+    for start in range(0, n, batch_size):
+        idx = range(start, min(start + batch_size, n))
+        gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
+        sampler.set_timesteps(steps)
+        z = sample_loop(unet, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
+        with torch.no_grad():
+            images.append(to_uint8(vae.decode(z.to(device) / scale_factor)))
+    return np.concatenate(images)

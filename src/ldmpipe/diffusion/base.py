@@ -18,7 +18,7 @@ import torch
 
 from .parameterization import check_prediction
 from .schedule import NoiseSchedule
-from .spacing import check_spacing
+from .spacing import check_spacing, spaced_timesteps
 
 
 class Sampler:
@@ -72,6 +72,29 @@ class Sampler:
             raise ValueError(f"steps must follow sampler.timesteps in order: got t={t}, expected {expected}")
         self._position = i + 1
         return i
+
+
+class SingleStepSampler(Sampler):
+    """A sampler whose step from t lands on the next entry of `timesteps` (DDPM, DDIM): one model
+    evaluation per step, no state between steps."""
+
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        """n descending int64 timesteps (see `spacing.spaced_timesteps`).
+
+        leading:  arange(0, n) * (T // n), reversed (diffusers' default).
+        trailing: round(T - i * T / n) - 1 for i = 0..n-1 (Lin et al. 2024: starts at T - 1).
+        linspace: round(linspace(0, T - 1, n)), reversed.
+        """
+        self.timesteps = spaced_timesteps(self.spacing, self.schedule.num_timesteps, num_inference_steps)
+        self.num_inference_steps = num_inference_steps
+        self._next = next_timesteps(self.timesteps)
+
+    def previous_timestep(self, t: int) -> int:
+        """The timestep a step from t lands on: the next entry of `timesteps`, -1 (abar = 1, x_0) after the last."""
+        self._require_timesteps()
+        if int(t) not in self._next:
+            raise ValueError(f"timestep {int(t)} is not one of this sampler's timesteps")
+        return self._next[int(t)]
 
 
 def next_timesteps(timesteps: torch.Tensor) -> dict[int, int]:

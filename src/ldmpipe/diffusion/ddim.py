@@ -18,14 +18,13 @@ import math
 
 import torch
 
-from .base import Sampler, next_timesteps
+from .base import SingleStepSampler
 from .noise import GeneratorArg, randn_per_sample
 from .parameterization import predict_eps, predict_x0
 from .schedule import NoiseSchedule
-from .spacing import spaced_timesteps
 
 
-class DDIMSampler(Sampler):
+class DDIMSampler(SingleStepSampler):
     """Generalised (non-Markovian) reverse process of Song et al. 2021."""
 
     def __init__(
@@ -37,24 +36,6 @@ class DDIMSampler(Sampler):
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         self.eta = eta
         self._next: dict[int, int] = {}
-
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        """n descending int64 timesteps (see `spacing.spaced_timesteps`).
-
-        leading:  arange(0, n) * (T // n), reversed (diffusers' default).
-        trailing: round(T - i * T / n) - 1 for i = 0..n-1 (Lin et al. 2024: starts at T - 1).
-        linspace: round(linspace(0, T - 1, n)), reversed.
-        """
-        self.timesteps = spaced_timesteps(self.spacing, self.schedule.num_timesteps, num_inference_steps)
-        self.num_inference_steps = num_inference_steps
-        self._next = next_timesteps(self.timesteps)
-
-    def previous_timestep(self, t: int) -> int:
-        """The timestep a step from t lands on: the next entry of `timesteps`, -1 (abar = 1) after the last."""
-        self._require_timesteps()
-        if int(t) not in self._next:
-            raise ValueError(f"timestep {int(t)} is not one of this sampler's timesteps")
-        return self._next[int(t)]
 
     def step(
         self,

@@ -11,32 +11,18 @@ import math
 
 import torch
 
-from .base import Sampler, next_timesteps
+from .base import SingleStepSampler
 from .noise import GeneratorArg, randn_per_sample
 from .parameterization import predict_x0
 from .schedule import NoiseSchedule
-from .spacing import spaced_timesteps
 
 
-class DDPMSampler(Sampler):
+class DDPMSampler(SingleStepSampler):
     """Stochastic reverse process p_theta(x_{t-1} | x_t) with sigma_t^2 = beta-tilde_t (eq. 7)."""
 
     def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", spacing: str = "leading") -> None:
         super().__init__(schedule, prediction=prediction, spacing=spacing)
         self._next: dict[int, int] = {}
-
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        """n descending int64 timesteps (see `spacing.spaced_timesteps`; leading: arange(0, n) * (T // n))."""
-        self.timesteps = spaced_timesteps(self.spacing, self.schedule.num_timesteps, num_inference_steps)
-        self.num_inference_steps = num_inference_steps
-        self._next = next_timesteps(self.timesteps)
-
-    def previous_timestep(self, t: int) -> int:
-        """The timestep a step from t lands on: the next entry of `timesteps`, -1 (i.e. x_0) after the last."""
-        self._require_timesteps()
-        if int(t) not in self._next:
-            raise ValueError(f"timestep {int(t)} is not one of this sampler's timesteps")
-        return self._next[int(t)]
 
     def step(
         self,

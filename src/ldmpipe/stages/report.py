@@ -47,7 +47,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     meta, vae, lat = load(args.meta), load(args.vae_metrics), load(args.latent_metrics)
     ev, dm, m = load(args.evaluator_metrics), load(args.diffusion_metrics), load(args.metrics)
     weighting = f", Min-SNR-γ={params.diffusion.min_snr_gamma:g}" if params.diffusion.loss_weighting == "min_snr" else ""
-    diffusion_loss = f"diffusion (ε-MSE{weighting})"
+    target = {"epsilon": "ε", "sample": "x0", "v_prediction": "v"}[params.diffusion.prediction]
+    diffusion_loss = f"diffusion ({target}-MSE{weighting})"
     fig = loss_figure({"autoencoder (L1+MSE+KL)": read_curve(args.vae_loss), diffusion_loss: read_curve(args.diffusion_loss)})
     save_figure(args.loss_figure, fig)
 

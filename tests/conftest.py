@@ -75,4 +75,4 @@ def make_repo(path: Path) -> Path:
 
 def ran_stages(output: str) -> set[str]:
     """Stages that `dvc repro` / `dvc exp run` actually ran (not restored from cache)."""
-    return set(re.findall(r"Running stage '(\w+)'", output))
+    return set(re.findall(r"Running stage '([\w@-]+)'", output))

@@ -9,6 +9,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY, write_params
+import torch
+
+from ldmpipe.cli import main
 from ldmpipe.config import ConfigError, Params, load_params
 
 
@@ -64,12 +67,77 @@ CASES = [
     (lambda p: p["sample"].update(n_samples=3), "sample.n_samples must be at least evaluate.is_splits (5)"),
     (lambda p: p["evaluate"].update(extractor="clip"), "evaluate.extractor must be one of classifier, inception"),
     (lambda p: p["evaluate"].update(kid_subset_size=0), "evaluate.kid_subset_size must be a positive integer, got 0"),
+    (lambda p: p["unet"].pop("dropout"), "unet.dropout is missing"),
+    (lambda p: p["unet"].update(depth=3), "unet.depth is not a known key"),
+    (lambda p: p["vae"].update(lr=0.0), "vae.lr must be a positive number, got 0.0"),
+    (lambda p: p["train"].update(lr=-1e-3), "train.lr must be a positive number, got -0.001"),
+    (lambda p: p["evaluator"].update(batch_size=0), "evaluator.batch_size must be a positive integer, got 0"),
+    (lambda p: p["sweep"].update(steps=[2, 1000]), "sweep.steps must be at most diffusion.timesteps (100), got 1000"),
+    (lambda p: p["diffusion"].update(timesteps=0), "diffusion.timesteps must be a positive integer, got 0"),
+    (lambda p: p["train"].update(checkpoint_every=-5), "train.checkpoint_every must be a non-negative"),
+    (lambda p: p["train"].update(ema_decay=1.0), "train.ema_decay must be in [0.0, 1.0), got 1.0"),
+    (lambda p: p["train"].update(bf16="on"), "train.bf16 must be true or false, got 'on'"),
+    (lambda p: p["unet"].update(dropout=1.0), "unet.dropout must be in [0.0, 1.0), got 1.0"),
+    (lambda p: p.update(seed=-1), "seed must be a non-negative"),
+    (lambda p: p.update(seed="zero"), "seed must be an integer, got 'zero'"),
+    (lambda p: p["data"].update(count=0), "data.count must be a positive integer, got 0"),
+    (lambda p: p["data"].update(name="mnist", root=None), "data.root must name the folder that holds"),
+    (lambda p: p["sample"].update(n_samples=12), "sample.n_samples must exceed the feature dimension (16, evaluator.feature_dim)"),
+    (lambda p: p["evaluate"].update(extractor="inception"), "sample.n_samples must exceed the feature dimension (2048, Inception pool3)"),
+    (lambda p: p["sweep"].update(n_samples=16), "sweep.n_samples must exceed the feature dimension (16"),
+    (lambda p: p["unet"].update(channel_mult=[1, 2, 2, 2, 2]), "unet.channel_mult has 5 levels, which needs a latent size (8) divisible by 16"),
+    (lambda p: p.pop("evaluate"), "evaluate is missing"),
+    (lambda p: p.update(data=[1, 2]), "data must be a mapping"),
 ]
 
 
 @pytest.mark.parametrize("edit, expected", CASES)
 def test_bad_values_name_the_key(tmp_path, tiny_params, edit, expected):
     assert expected in bad(tmp_path, tiny_params, edit)
+
+
+def refused(tmp_path, capsys, params) -> str:
+    """`ldmpipe check` and a stage both exit 2 with one line; the stage writes nothing."""
+    out = tmp_path / "out"
+    stage = ["train-vae", "--params", str(params), "--train", "t.safetensors", "--val", "v.safetensors",
+             "--model", f"{out}/m.safetensors", "--live", f"{out}/live", "--grid", f"{out}/g.png"]  # fmt: skip
+    lines = []
+    for argv in (["check", str(params)], stage):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        lines.append(err[0].split(": error: ", 1)[1])
+    assert lines[0] == lines[1] and not out.exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize("edit, expected", CASES)
+def test_cli_refuses_bad_params_with_one_line_and_exit_2(tmp_path, capsys, tiny_params, edit, expected):
+    edit(tiny_params)
+    assert expected in refused(tmp_path, capsys, write_params(tmp_path / "params.yaml", tiny_params))
+
+
+ENVIRONMENT_CASES = [  # valid values that name something this machine does not have
+    (lambda p, t: p["data"].update(name="imagefolder", root=str(t / "no-such-folder")), "data.root must be an existing folder of images"),
+    (lambda p, t: p["data"].update(name="cifar10", root=str(t / "nothing")), "data.root must be an existing folder when data.download is false"),
+    (lambda p, t: p["evaluate"].update(extractor="inception", inception_weights=str(t / "pt_inception.pth")), "evaluate.inception_weights must be an existing weights file"),
+]
+
+
+@pytest.mark.parametrize("edit, expected", ENVIRONMENT_CASES)
+def test_check_refuses_missing_files(tmp_path, capsys, tiny_params, edit, expected):
+    edit(tiny_params, tmp_path)
+    tiny_params["sample"]["n_samples"] = tiny_params["sweep"]["n_samples"] = 2049  # Inception's FID needs > 2048
+    path = write_params(tmp_path / "params.yaml", tiny_params)
+    assert main(["check", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_where_none_exists(tmp_path, capsys, tiny_params):
+    tiny_params["device"] = "cuda"
+    msg = refused(tmp_path, capsys, write_params(tmp_path / "params.yaml", tiny_params))
+    assert msg == "device is 'cuda' but CUDA is not available here; use auto or cpu"
 
 
 def test_unreadable_files_name_the_file(tmp_path):

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from . import __version__
-from .config import ConfigError, load_params
+from .config import ConfigError, check_paths, load_params
 
 # subcommand -> (module under ldmpipe.stages, one-line help)
 STAGES = {
@@ -55,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "check":
-            load_params(args.params)
-            print(f"{args.params}: ok")
+            from .runtime import select_device
+
+            params = load_params(args.params)
+            check_paths(params)
+            device = select_device(params.device)
+            print(f"{args.params}: ok (device {device})")
             return 0
         if args.command == "compare":
             from .compare import compare

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SPACINGS
+from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SPACINGS, TORCHVISION_DATASETS as TORCHVISION
 
 
 class ConfigError(ValueError):
@@ -142,6 +142,7 @@ class TrainConfig:
     ema_decay: float = spec(between(0.0, 1.0, hi_open=True))
     grad_clip: float = spec(positive)
     log_every: int = spec(positive)
+    checkpoint_every: int = spec(non_negative)
     bf16: bool = spec()
 
 
@@ -281,10 +282,16 @@ def check_consistency(p: Params) -> None:
         raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
     if len(set(p.sweep.samplers)) != len(p.sweep.samplers):
         raise ConfigError(f"sweep.samplers must not repeat a name, got {list(p.sweep.samplers)}")
+    if p.data.name in TORCHVISION and not p.data.root:
+        raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
+    # FID needs a full-rank covariance of the generated features: more samples than dimensions.
+    dim, what = (2048, "Inception pool3") if p.evaluate.extractor == "inception" else (p.evaluator.feature_dim, "evaluator.feature_dim")
     for section in ("sample", "sweep"):
         n = getattr(p, section).n_samples
         if n < max(2, p.evaluate.is_splits):
             raise ConfigError(f"{section}.n_samples must be at least evaluate.is_splits ({p.evaluate.is_splits}) and 2, got {n}")
+        if n <= dim:
+            raise ConfigError(f"{section}.n_samples must exceed the feature dimension ({dim}, {what}) for FID, got {n}")
     latent = p.data.image_size // p.vae.downsample
     levels = len(p.unet.channel_mult)
     if latent % 2 ** (levels - 1):
@@ -297,6 +304,18 @@ def check_consistency(p: Params) -> None:
             raise ConfigError(
                 f"unet.attention_resolutions must list latent feature-map sizes among {sorted(sizes)}, got {r}"
             )
+
+
+def check_paths(p: Params) -> None:
+    """Files and folders the params name must exist (``ldmpipe check`` and the prepare stage)."""
+    d = p.data
+    if d.name == "imagefolder" and not Path(d.root).is_dir():
+        raise ConfigError(f"data.root must be an existing folder of images, got '{d.root}' (not found)")
+    if d.name in TORCHVISION and not d.download and not Path(d.root).is_dir():
+        raise ConfigError(f"data.root must be an existing folder when data.download is false, got '{d.root}' (not found)")
+    w = p.evaluate.inception_weights
+    if p.evaluate.extractor == "inception" and w is not None and not Path(w).is_file():
+        raise ConfigError(f"evaluate.inception_weights must be an existing weights file, got '{w}' (not found)")
 
 
 class _Loader(yaml.SafeLoader):

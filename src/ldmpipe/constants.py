@@ -1,6 +1,7 @@
 """Names that params.yaml may use, kept free of heavy imports so validation stays fast."""
 
-DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "imagefolder")
+TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = ("shapes", *TORCHVISION_DATASETS, "imagefolder")
 SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp", "heun")

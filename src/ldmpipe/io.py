@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,12 +23,34 @@ class ArtifactError(ValueError):
     """An input artifact is missing, unreadable or of the wrong kind; the message names the file."""
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: Path, prefix: str, suffix: str = "") -> None:
+    """Delete ``{prefix}{pid}.*{suffix}`` leftovers of killed writers (their pid is gone)."""
+    for p in folder.glob(f"{prefix}*{suffix}"):
+        pid = p.name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success."""
+    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success.
+
+    The temporary name carries the writer's pid, so leftovers of a killed writer (SIGKILL runs
+    no cleanup) are recognised and removed by the next write to the same path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    remove_stale(path.parent, f".{path.stem}.", f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -15,12 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .io import remove_stale
+
 
 @contextlib.contextmanager
 def live_logger(directory: str | Path) -> Iterator[Any]:
     from dvclive import Live
 
     final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final.parent, f".{final.name}.tmp")  # staging folders of killed runs
     staging = final.parent / f".{final.name}.tmp{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:

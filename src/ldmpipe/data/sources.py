@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..constants import TORCHVISION_DATASETS
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 GRAY_MODES = ("1", "L", "LA")  # PIL modes kept as 1 channel by read_image(channels=None)
 
 

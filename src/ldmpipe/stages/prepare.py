@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from ..config import Params
+from ..config import Params, check_paths
 from ..data import prepare_dataset
 from ..io import save_arrays, save_image, write_json
 from ..plotting import labelled_grid
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, params: Params) -> None:
     d = params.data
+    check_paths(params)
     data = prepare_dataset(
         d.name, image_size=d.image_size, seed=params.seed, count=d.count,
         val_fraction=d.val_fraction, root=d.root, download=d.download,

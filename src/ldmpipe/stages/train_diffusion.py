@@ -21,7 +21,7 @@ from ..io import load_arrays
 from ..models.checkpoint import save_model
 from ..models.unet import UNet
 from ..tracking import live_logger, log_step
-from ..training import TrainSettings, batch_indices, train_loop
+from ..training import TrainSettings, batch_indices, checkpointing, train_loop
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
                              grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every)  # fmt: skip
     n_params = sum(p.numel() for p in unet.parameters())
     print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}, {device}")
+    config = {"seed": params.seed, "diffusion": to_dict(d), "unet": to_dict(u), "train": to_dict(cfg)}
+    ckpt = checkpointing("train_diffusion", cfg.checkpoint_every, config, [args.latents])
     with live_logger(args.live) as live:
-        ema = train_loop(unet, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_diffusion")
+        ema = train_loop(unet, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_diffusion",
+                         checkpointing=ckpt, extra_state={"generator": gen, "batches": batches})  # fmt: skip
         live.summary["parameters"] = n_params
     save_model(ema.model, args.model, extra={"scale_factor": scale, "diffusion": to_dict(d)})
+    ckpt.discard()

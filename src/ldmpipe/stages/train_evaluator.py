@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import runtime
-from ..config import Params
+from ..config import Params, to_dict
 from ..io import load_arrays, save_arrays, write_json
 from ..images import to_model_input
 from ..evaluation import Reference
 from ..metrics import extract
 from ..models.checkpoint import save_model
 from ..models.classifier import Classifier
-from ..training import TrainSettings, batch_indices, train_loop
+from ..training import TrainSettings, batch_indices, checkpointing, train_loop
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,11 +59,15 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(50, cfg.steps // 10), grad_clip=1.0,
                              log_every=max(1, cfg.steps // 20))  # fmt: skip
-    train_loop(model, loss_fn, settings, desc="train_evaluator")
+    config = {"seed": params.seed, "evaluator": to_dict(cfg)}
+    ckpt = checkpointing("train_evaluator", params.train.checkpoint_every, config, [args.train])
+    train_loop(model, loss_fn, settings, desc="train_evaluator", checkpointing=ckpt,
+               extra_state={"generator": gen, "batches": batches})  # fmt: skip
 
     feats, probs = extract(model.features, model.head, val["images"], 500, device)
     accuracy = float((probs.argmax(1) == val["labels"]).mean())
     save_model(model, args.model)
     save_arrays(args.reference, Reference.from_features(feats).arrays(), {"n": len(feats)})
     write_json(args.metrics, {"val_accuracy": accuracy, "feature_dim": cfg.feature_dim, "n_reference": len(feats)})
+    ckpt.discard()
     print(f"train_evaluator: validation accuracy {accuracy:.4f} over {len(feats)} images")

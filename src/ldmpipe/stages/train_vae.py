@@ -9,14 +9,14 @@ import numpy as np
 import torch
 
 from .. import runtime
-from ..config import Params
+from ..config import Params, to_dict
 from ..io import load_arrays, save_image
 from ..images import map_batches, to_model_input, to_uint8
 from ..models.checkpoint import save_model
 from ..models.vae import AutoencoderKL
 from ..plotting import pair_grid
 from ..tracking import live_logger, log_step
-from ..training import TrainSettings, batch_indices, train_loop
+from ..training import TrainSettings, batch_indices, checkpointing, train_loop
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,12 +57,15 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(100, cfg.steps // 10), grad_clip=1.0,
                              log_every=max(1, cfg.steps // 100))  # fmt: skip
+    ckpt = checkpointing("train_vae", params.train.checkpoint_every, {"seed": params.seed, "vae": to_dict(cfg)}, [args.train])
     with live_logger(args.live) as live:
-        train_loop(vae, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_vae")
+        train_loop(vae, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_vae",
+                   checkpointing=ckpt, extra_state={"generator": gen, "batches": batches})  # fmt: skip
         recons = reconstruct(vae, val["images"], device)
         metrics = recon_metrics(val["images"], recons)
         for k, v in metrics.items():
             live.summary[k] = v
     save_model(vae, args.model)
     save_image(args.grid, pair_grid(val["images"][:32], recons[:32]))
+    ckpt.discard()
     print(f"train_vae: val MSE {metrics['val_mse']:.5f}, PSNR {metrics['val_psnr']:.2f} dB")

@@ -61,10 +61,12 @@ def autoencoder_loss(
     total = rec + reg_weight * reg
     adv_logs: dict[str, float] = {}
     if adv is not None and step > adv.start:
+        # the discriminator steps first: its in-place update must not touch weights that the
+        # generator's graph (backpropagated later by the training loop) has saved
+        d_loss = discriminator_step(adv, x, recon)
         adv.disc.requires_grad_(False)  # gradients flow through D to the decoder, not into D
         g_loss = -adv.disc(recon).mean()
         lam = adaptive_weight(rec, g_loss, vae.last_layer)
         total = total + adv.weight * lam * g_loss
-        d_loss = discriminator_step(adv, x, recon)
         adv_logs = {"g_loss": g_loss.item(), "d_loss": d_loss, "adv_weight": lam.item()}
     return total, {"loss": total.item(), "rec": rec.item(), **reg_logs, **adv_logs}

@@ -88,6 +88,19 @@ CASES = [
     (lambda p: p["unet"].update(channel_mult=[1, 2, 2, 2, 2]), "unet.channel_mult has 5 levels, which needs a latent size (8) divisible by 16"),
     (lambda p: p.pop("evaluate"), "evaluate is missing"),
     (lambda p: p.update(data=[1, 2]), "data must be a mapping"),
+    (lambda p: p["vae"].update(kind="foo"), "vae.kind must be one of kl, vq, got 'foo'"),
+    (lambda p: p["vae"].update(codebook_size=0), "vae.codebook_size must be a positive integer, got 0"),
+    (lambda p: p["vae"].update(beta=-0.25), "vae.beta must be a non-negative number, got -0.25"),
+    (lambda p: p["vae"].update(codebook_decay=1.0), "vae.codebook_decay must be in (0.0, 1.0), got 1.0"),
+    (lambda p: p["vae"].update(codebook_decay=0), "vae.codebook_decay must be in (0.0, 1.0), got 0"),
+    (lambda p: p["vae"].update(codebook_ema="yes"), "vae.codebook_ema must be true or false, got 'yes'"),
+    (lambda p: p["vae"].update(dead_code_threshold=-1), "vae.dead_code_threshold must be a non-negative number, got -1"),
+    (lambda p: p["vae"].update(disc_weight=-0.5), "vae.disc_weight must be a non-negative number, got -0.5"),
+    (lambda p: p["vae"].update(disc_start=-1), "vae.disc_start must be a non-negative integer, got -1"),
+    (lambda p: p["vae"].pop("kind"), "vae.kind is missing"),
+    (lambda p: p["vae"].update(disc_weight=0.1, disc_start=30), "vae.disc_start must be smaller than vae.steps (30)"),
+    (lambda p: p["vae"].update(kind="vq", codebook_size=2000),
+     "vae.codebook_size must be at most the latent vectors per batch (1024"),
 ]
 
 
@@ -138,6 +151,12 @@ def test_cuda_requested_where_none_exists(tmp_path, capsys, tiny_params):
     tiny_params["device"] = "cuda"
     msg = refused(tmp_path, capsys, write_params(tmp_path / "params.yaml", tiny_params))
     assert msg == "device is 'cuda' but CUDA is not available here; use auto or cpu"
+
+
+def test_vq_and_adversarial_settings_that_fit_are_accepted(tmp_path, tiny_params):
+    tiny_params["vae"].update(kind="vq", codebook_size=2000, dead_code_threshold=0.0, disc_weight=0.1, disc_start=0)
+    p = load_params(write_params(tmp_path / "params.yaml", tiny_params))  # no dead-code re-init: any size
+    assert p.vae.kind == "vq" and p.vae.disc_start == 0
 
 
 def test_unreadable_files_name_the_file(tmp_path):

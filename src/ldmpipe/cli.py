@@ -16,9 +16,10 @@ from .config import ConfigError, check_paths, load_params
 # subcommand -> (module under ldmpipe.stages, one-line help)
 STAGES = {
     "prepare": ("prepare", "generate or load the dataset; write uint8 train/val arrays"),
-    "train-vae": ("train_vae", "train the KL autoencoder; write weights, recon metrics and a grid"),
-    "encode": ("encode", "encode images to latents; compute the latent scale factor"),
+    "train-vae": ("train_vae", "train the KL or VQ autoencoder; write weights, recon metrics and a grid"),
+    "encode": ("encode", "encode images to latents; compute the latent scale factor and check unit std"),
     "train-evaluator": ("train_evaluator", "train the frozen classifier used by FID/IS; write reference stats"),
+    "evaluate-vae": ("evaluate_vae", "reconstruction MSE/PSNR/SSIM/rFID (and codebook use) and a latent PCA plot"),
     "train-diffusion": ("train_diffusion", "train the latent UNet (EMA weights, DVCLive curves)"),
     "sample": ("sample", "sample images with DDPM/DDIM on the EMA weights and decode them"),
     "sweep": ("sweep", "FID and IS against sampling steps/NFE for one sampler (one sweep point)"),

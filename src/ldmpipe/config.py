@@ -93,10 +93,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class VAEConfig:
+    kind: str = spec(one_of("kl", "vq"))
     channels: int = spec(positive)
     downsample: int = spec(power_of_two)
     latent_channels: int = spec(positive)
     kl_weight: float = spec(non_negative)
+    codebook_size: int = spec(positive)
+    beta: float = spec(non_negative)
+    codebook_ema: bool = spec()
+    codebook_decay: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+    dead_code_threshold: float = spec(non_negative)
+    disc_weight: float = spec(non_negative)
+    disc_start: int = spec(non_negative)
     steps: int = spec(positive)
     batch_size: int = spec(positive)
     lr: float = spec(positive)
@@ -260,6 +268,17 @@ def check_consistency(p: Params) -> None:
     if p.data.image_size % p.vae.downsample:
         raise ConfigError(
             f"data.image_size must be divisible by vae.downsample ({p.vae.downsample}), got {p.data.image_size}"
+        )
+    if p.vae.disc_weight > 0 and p.vae.disc_start >= p.vae.steps:
+        raise ConfigError(
+            f"vae.disc_start must be smaller than vae.steps ({p.vae.steps}) when vae.disc_weight > 0 "
+            f"(else the discriminator never starts), got {p.vae.disc_start}"
+        )
+    vectors = p.vae.batch_size * (p.data.image_size // p.vae.downsample) ** 2
+    if p.vae.kind == "vq" and p.vae.dead_code_threshold > 0 and p.vae.codebook_size > vectors:
+        raise ConfigError(
+            f"vae.codebook_size must be at most the latent vectors per batch ({vectors} = vae.batch_size x "
+            f"latent positions) when dead codes are re-initialised from the batch, got {p.vae.codebook_size}"
         )
     if p.data.name == "imagefolder" and not p.data.root:
         raise ConfigError("data.root must name a folder of images when data.name is imagefolder, got null")

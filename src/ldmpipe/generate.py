@@ -15,8 +15,8 @@ from .diffusion.noise import sample_generators
 from .diffusion.sampling import sample_loop
 from .diffusion.schedule import NoiseSchedule
 from .images import to_uint8
+from .models.autoencoder import Autoencoder
 from .models.unet import UNet
-from .models.vae import AutoencoderKL
 
 
 def schedule_of(diffusion: dict) -> NoiseSchedule:
@@ -35,7 +35,7 @@ def make_sampler(name: str, schedule: NoiseSchedule, *, prediction: str, spacing
 
 def generate(
     unet: UNet,
-    vae: AutoencoderKL,
+    vae: Autoencoder,
     scale_factor: float,
     sampler,
     steps: int,
@@ -45,7 +45,7 @@ def generate(
     device: torch.device,
     progress: bool = True,
 ) -> np.ndarray:
-    """``n`` images, uint8 (N, H, W, C): sample scaled latents, divide by the scale factor, decode."""
+    """``n`` images, uint8 (N, H, W, C): sample scaled latents, divide by the scale factor, decode (VQ: quantise first)."""
     shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
     images = []
     for start in range(0, n, batch_size):
@@ -54,5 +54,5 @@ def generate(
         sampler.set_timesteps(steps)
         z = sample_loop(unet, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
         with torch.no_grad():
-            images.append(to_uint8(vae.decode(z.to(device) / scale_factor)))
+            images.append(to_uint8(vae.decode_latents(z.to(device) / scale_factor)))
     return np.concatenate(images)

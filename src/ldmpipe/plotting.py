@@ -76,3 +76,23 @@ def fid_vs_nfe_figure(table):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def latent_pca_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], explained: Sequence[float],
+                      title: str = "latents"):  # fmt: skip
+    """Scatter of 2-D projected latents (N, 2), one colour per class, axes labelled with explained variance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 4.2))
+    cmap = plt.get_cmap("tab10")
+    for k, name in enumerate(classes):
+        sel = labels == k
+        ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.7, color=cmap(k % 10), label=name)
+    ax.set(xlabel=f"PC 1 ({explained[0]:.0%} of variance)", ylabel=f"PC 2 ({explained[1]:.0%} of variance)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(markerscale=2, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -27,8 +27,15 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
         save_file(state, str(tmp), metadata=pack_metadata(meta))
 
 
-def load_model(cls: type[M], path: str | Path, device: torch.device | str = "cpu") -> tuple[M, dict]:
-    """Build ``cls(**config)`` from the file's metadata and load its weights; return (model, extra)."""
+def load_model(
+    cls: type[M] | tuple[type[M], ...], path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[M, dict]:
+    """Build ``cls(**config)`` from the file's metadata and load its weights; return (model, extra).
+
+    ``cls`` may be a tuple of classes: the one named in the file's metadata is built, any other
+    class name is refused (never looked up elsewhere).
+    """
+    classes = cls if isinstance(cls, tuple) else (cls,)
     from safetensors import safe_open
 
     path = Path(path)
@@ -40,9 +47,11 @@ def load_model(cls: type[M], path: str | Path, device: torch.device | str = "cpu
         raise ArtifactError(f"{path}: checkpoint not found") from None
     except Exception as e:
         raise ArtifactError(f"{path}: not a readable safetensors checkpoint ({e})") from None
-    if meta.get("class") != cls.__name__ or "config" not in meta:
-        raise ArtifactError(f"{path}: expected a {cls.__name__} checkpoint, found {meta.get('class', 'no class')!r}")
-    config = meta["config"]
+    known = {c.__name__: c for c in classes}
+    if meta.get("class") not in known or "config" not in meta:
+        expected = " or ".join(known)
+        raise ArtifactError(f"{path}: expected a {expected} checkpoint, found {meta.get('class', 'no class')!r}")
+    cls, config = known[meta["class"]], meta["config"]
     try:
         model = cls(**config)
         model.load_state_dict(state, strict=True)

@@ -21,10 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-metrics", required=True, help="input: autoencoder DVCLive summary (.json)")
     p.add_argument("--vae-loss", required=True, help="input: autoencoder loss curve (.tsv)")
     p.add_argument("--latent-metrics", required=True, help="input: latent statistics (.json)")
+    p.add_argument("--vae-eval", required=True, help="input: autoencoder reconstruction metrics (.json)")
     p.add_argument("--evaluator-metrics", required=True, help="input: evaluator metrics (.json)")
     p.add_argument("--diffusion-metrics", required=True, help="input: diffusion DVCLive summary (.json)")
     p.add_argument("--diffusion-loss", required=True, help="input: diffusion loss curve (.tsv)")
     p.add_argument("--metrics", required=True, help="input: evaluation metrics (.json)")
+    p.add_argument("--vae-figures", nargs="+", required=True, help="input: autoencoder figures, in order (.png)")
     p.add_argument("--figures", nargs="+", required=True, help="input: figures to show, in order (.png)")
     p.add_argument("--loss-figure", required=True, help="output: loss curves (.png)")
     p.add_argument("--out", required=True, help="output: the report (.md)")
@@ -42,25 +44,68 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def autoencoder_section(params: Params, ae: dict, lat: dict, figures: str) -> str:
+    """Reconstruction metrics, latent statistics before/after scaling, and the autoencoder's figures."""
+    rows = [
+        ("validation MSE ↓ / PSNR ↑", f"{ae['val_mse']:.5f} / {ae['val_psnr']:.2f} dB"),
+        ("validation SSIM ↑", f"{ae['val_ssim']:.4f}"),
+        ("rFID ↓ (reconstructions vs originals)", f"{ae['rfid']:.3f}"),
+    ]
+    if ae["kind"] == "vq":
+        rows.append(("codebook usage / perplexity", f"{ae['codebook_usage']:.1%} of {ae['codebook_size']} codes / "
+                                                    f"{ae['perplexity']:.1f}"))  # fmt: skip
+    ok = "yes" if lat["scaled_unit_std"] else "**no**"
+    rows += [
+        ("latent shape / scale factor", f"{tuple(lat['latent_shape'])} / {lat['scale_factor']:.4f}"),
+        (f"scaled train latents: std (unit within {lat['unit_std_tolerance']:.0%}?)", f"{lat['scaled_std']:.4f} ({ok})"),
+    ]
+    channels = table(
+        [(str(c), f"{m:.3f}", f"{s:.3f}", f"{sm:.3f}", f"{ss:.3f}")
+         for c, (m, s, sm, ss) in enumerate(zip(lat["channel_mean"], lat["channel_std"],
+                                                lat["scaled_channel_mean"], lat["scaled_channel_std"]))],
+        ("channel", "mean", "std", "scaled mean", "scaled std"),
+    )  # fmt: skip
+    what = {"kl": f"KL-regularised (KL weight {params.vae.kl_weight:g})",
+            "vq": f"VQ ({params.vae.codebook_size} codes, β={params.vae.beta:g}, "
+                  f"{'EMA codebook' if params.vae.codebook_ema else 'codebook loss'})"}[ae["kind"]]  # fmt: skip
+    adv = f", adversarial (PatchGAN, weight {params.vae.disc_weight:g} from step {params.vae.disc_start})" if params.vae.disc_weight else ""
+    return f"""## Autoencoder
+
+{what}{adv}, f={params.vae.downsample}; metrics on the {ae['n_val']} validation images; rFID uses the frozen evaluator.
+
+{table(rows, ("quantity", "value"))}
+
+Training latents per channel, before and after scaling:
+
+{channels}
+
+{figures}"""
+
+
 def run(args: argparse.Namespace, params: Params) -> None:
     load = lambda p: json.loads(Path(p).read_text())  # noqa: E731
-    meta, vae, lat = load(args.meta), load(args.vae_metrics), load(args.latent_metrics)
+    meta, vae, lat, ae = load(args.meta), load(args.vae_metrics), load(args.latent_metrics), load(args.vae_eval)
     ev, dm, m = load(args.evaluator_metrics), load(args.diffusion_metrics), load(args.metrics)
     weighting = f", Min-SNR-γ={params.diffusion.min_snr_gamma:g}" if params.diffusion.loss_weighting == "min_snr" else ""
     target = {"epsilon": "ε", "sample": "x0", "v_prediction": "v"}[params.diffusion.prediction]
     diffusion_loss = f"diffusion ({target}-MSE{weighting})"
-    fig = loss_figure({"autoencoder (L1+MSE+KL)": read_curve(args.vae_loss), diffusion_loss: read_curve(args.diffusion_loss)})
+    reg = {"kl": "KL", "vq": "VQ"}[ae["kind"]] + ("+GAN" if params.vae.disc_weight else "")
+    fig = loss_figure({f"autoencoder (L1+MSE+{reg})": read_curve(args.vae_loss), diffusion_loss: read_curve(args.diffusion_loss)})
     save_figure(args.loss_figure, fig)
 
     out_dir = Path(args.out).parent
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
-    captions = {"dataset": "Dataset preview (one row per class)", "vae": "Autoencoder: originals above reconstructions",
+    captions = {"dataset": "Dataset preview (one row per class)", "vae_recon": "Autoencoder: originals above reconstructions",
+                "vae_latents": "Validation latents, 2-D PCA, coloured by class",
                 "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)",
                 "fid_vs_nfe": f"FID against network evaluations (sweep, n={params.sweep.n_samples} per point)"}  # fmt: skip
-    figures = "\n\n".join(
-        f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
-        for p in args.figures
-    )
+    def show(paths: list[str]) -> str:
+        return "\n\n".join(
+            f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
+            for p in paths
+        )
+
+    figures = show(args.figures)
     def cell(key: str, spread: str | None = None, fmt: str = ".3f") -> str:
         return f"{m[key]:{fmt}}" + (f" ± {m[spread]:{fmt}}" if spread else "")
 
@@ -75,8 +120,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     others = table(
         [
             ("evaluator validation accuracy", f"{ev['val_accuracy']:.4f}"),
-            ("autoencoder validation PSNR", f"{vae['val_psnr']:.2f} dB (MSE {vae['val_mse']:.5f})"),
-            ("latent shape / scale factor", f"{tuple(lat['latent_shape'])} / {lat['scale_factor']:.4f}"),
+            (f"final autoencoder ({ae['kind']}) loss", f"{vae['loss']:.4f} after {vae['step']} steps"),
             (f"final {diffusion_loss} loss", f"{dm['loss']:.4f} after {dm['step']} steps"),
         ],
         ("quantity", "value"),
@@ -97,6 +141,8 @@ score about the floor, not 0.
 {metrics}
 
 {others}
+
+{autoencoder_section(params, ae, lat, show(args.vae_figures))}
 
 ## Figures
 

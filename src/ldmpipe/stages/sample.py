@@ -12,9 +12,9 @@ from .. import runtime
 from ..config import ConfigError, Params
 from ..generate import generate, make_sampler, schedule_of
 from ..io import save_arrays, save_image
+from ..models.autoencoder import load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.unet import UNet
-from ..models.vae import AutoencoderKL
 from ..plotting import image_grid
 
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.sample
     device = runtime.setup(params.device)
     unet, extra = load_model(UNet, args.diffusion, device)
-    vae, _ = load_model(AutoencoderKL, args.vae, device)
+    vae = load_autoencoder(args.vae, device)
     d = extra["diffusion"]
     schedule = schedule_of(d)
     if cfg.steps > schedule.num_timesteps:

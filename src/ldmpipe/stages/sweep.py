@@ -16,10 +16,10 @@ from ..config import Params
 from ..generate import generate, make_sampler, schedule_of
 from ..io import load_arrays, write_json
 from ..metrics import extract, feature_statistics, frechet_distance, inception_score
+from ..models.autoencoder import load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
 from ..models.unet import UNet
-from ..models.vae import AutoencoderKL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.sweep
     device = runtime.setup(params.device)
     unet, extra = load_model(UNet, args.diffusion, device)
-    vae, _ = load_model(AutoencoderKL, args.vae, device)
+    vae = load_autoencoder(args.vae, device)
     evaluator, _ = load_model(Classifier, args.evaluator, device)
     ref = load_arrays(args.reference)[0]
     d = extra["diffusion"]

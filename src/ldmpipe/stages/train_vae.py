@@ -1,22 +1,24 @@
-"""Stage ``train_vae``: train the KL autoencoder; write weights, validation MSE/PSNR and a grid."""
+"""Stage ``train_vae``: train the autoencoder (``vae.kind``: kl or vq), optionally against a PatchGAN
+discriminator; write weights, validation MSE/PSNR and a grid of reconstructions."""
 
 from __future__ import annotations
 
 import argparse
-import math
 
-import numpy as np
 import torch
 
 from .. import runtime
-from ..config import Params, to_dict
+from ..autoencoder_metrics import recon_metrics, reconstruct
+from ..config import Params, VAEConfig, to_dict
 from ..io import load_arrays, save_image
-from ..images import map_batches, to_model_input, to_uint8
+from ..images import to_model_input
+from ..models.autoencoder import build_autoencoder
 from ..models.checkpoint import save_model
-from ..models.vae import AutoencoderKL
+from ..models.discriminator import PatchDiscriminator
 from ..plotting import pair_grid
 from ..tracking import live_logger, log_step
 from ..training import TrainSettings, batch_indices, checkpointing, train_loop
+from ..training.autoencoder import Adversary, autoencoder_loss
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,15 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", required=True, help="output: originals above reconstructions (.png)")
 
 
-def reconstruct(vae: AutoencoderKL, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Decode the posterior mean of each image: uint8 (N, H, W, C) -> uint8 (N, H, W, C)."""
-    return map_batches(lambda x: to_uint8(vae.decode(vae.encode(x).mean)), images, batch_size, device)
-
-
-def recon_metrics(originals: np.ndarray, recons: np.ndarray) -> dict[str, float]:
-    """MSE on [0, 1] pixels and PSNR = 10 log10(1 / MSE), over the whole split."""
-    mse = float(np.mean((originals.astype(np.float64) / 255 - recons.astype(np.float64) / 255) ** 2))
-    return {"val_mse": mse, "val_psnr": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")}
+def vq_settings(cfg: VAEConfig) -> dict:
+    """The quantiser's constructor keywords (none for kl)."""
+    if cfg.kind != "vq":
+        return {}
+    return dict(codebook_size=cfg.codebook_size, beta=cfg.beta, ema=cfg.codebook_ema, decay=cfg.codebook_decay,
+                dead_threshold=cfg.dead_code_threshold)  # fmt: skip
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -45,22 +44,32 @@ def run(args: argparse.Namespace, params: Params) -> None:
     val, _ = load_arrays(args.val)
     images = torch.from_numpy(train["images"])  # (N, H, W, C) uint8, stays on CPU
     torch.manual_seed(runtime.stage_seed(params.seed, "train_vae.init"))
-    vae = AutoencoderKL(images.shape[-1], cfg.channels, cfg.downsample, cfg.latent_channels).to(device)
+    vae = build_autoencoder(cfg.kind, images.shape[-1], cfg.channels, cfg.downsample, cfg.latent_channels,
+                            **vq_settings(cfg)).to(device)  # fmt: skip
+    # the adversary (off when disc_weight is 0): a PatchGAN with its own optimiser, stepped inside the loss
+    adversary = None
+    if cfg.disc_weight > 0:
+        torch.manual_seed(runtime.stage_seed(params.seed, "train_vae.disc_init"))
+        disc = PatchDiscriminator(images.shape[-1], channels=4 * cfg.channels).to(device)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
+        adversary = Adversary(disc, disc_opt, cfg.disc_weight, cfg.disc_start)
+    reg_weight = cfg.kl_weight if cfg.kind == "kl" else 1.0  # the VQ loss carries its own beta
     gen = runtime.generator(params.seed, "train_vae.batches")
     batches = batch_indices(len(images), cfg.batch_size, gen)
-    latent_shape = (cfg.latent_channels, images.shape[1] // cfg.downsample, images.shape[2] // cfg.downsample)
 
     def loss_fn(step: int):
         x = to_model_input(images[next(batches)].numpy(), device)
-        noise = torch.randn((len(x), *latent_shape), generator=gen).to(device)
-        return vae.loss(x, noise, cfg.kl_weight)
+        return autoencoder_loss(vae, x, gen, reg_weight, step, adversary)
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(100, cfg.steps // 10), grad_clip=1.0,
                              log_every=max(1, cfg.steps // 100))  # fmt: skip
     ckpt = checkpointing("train_vae", params.train.checkpoint_every, {"seed": params.seed, "vae": to_dict(cfg)}, [args.train])
+    state = {"generator": gen, "batches": batches}
+    if adversary is not None:
+        state.update(discriminator=adversary.disc, disc_optimizer=adversary.opt)
     with live_logger(args.live) as live:
         train_loop(vae, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_vae",
-                   checkpointing=ckpt, extra_state={"generator": gen, "batches": batches})  # fmt: skip
+                   checkpointing=ckpt, extra_state=state)  # fmt: skip
         recons = reconstruct(vae, val["images"], device)
         metrics = recon_metrics(val["images"], recons)
         for k, v in metrics.items():
@@ -68,4 +77,4 @@ def run(args: argparse.Namespace, params: Params) -> None:
     save_model(vae, args.model)
     save_image(args.grid, pair_grid(val["images"][:32], recons[:32]))
     ckpt.discard()
-    print(f"train_vae: val MSE {metrics['val_mse']:.5f}, PSNR {metrics['val_psnr']:.2f} dB")
+    print(f"train_vae ({cfg.kind}): val MSE {metrics['val_mse']:.5f}, PSNR {metrics['val_psnr']:.2f} dB")

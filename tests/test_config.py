@@ -88,6 +88,7 @@ CASES = [
     (lambda p: p["unet"].update(channel_mult=[1, 2, 2, 2, 2]), "unet.channel_mult has 5 levels, which needs a latent size (8) divisible by 16"),
     (lambda p: p.pop("evaluate"), "evaluate is missing"),
     (lambda p: p.update(data=[1, 2]), "data must be a mapping"),
+    (lambda p: p["data"].update(on_bad_file="ignore"), "data.on_bad_file must be one of fail, skip, got 'ignore'"),
     (lambda p: p["vae"].update(kind="foo"), "vae.kind must be one of kl, vq, got 'foo'"),
     (lambda p: p["vae"].update(codebook_size=0), "vae.codebook_size must be a positive integer, got 0"),
     (lambda p: p["vae"].update(beta=-0.25), "vae.beta must be a non-negative number, got -0.25"),
@@ -185,7 +186,7 @@ def test_stage_refuses_bad_params_before_any_work(tmp_path, tiny_params):
     params = write_params(tmp_path / "params.yaml", tiny_params)
     out = tmp_path / "out"
     r = run_cli("prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
-                "--meta", f"{out}/m.json", "--preview", f"{out}/p.png")  # fmt: skip
+                "--meta", f"{out}/m.json", "--preview", f"{out}/p.png", "--metrics", f"{out}/x.json")  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["ldmpipe prepare: error: data.count must be a positive integer, got 0"]
     assert not out.exists()

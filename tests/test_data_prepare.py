@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,53 @@ def test_prepare_unknown_and_missing(tmp_path):
         prepare_dataset("svhn", **kw)
     with pytest.raises(DataError, match="data.download"):
         prepare_dataset("fashion_mnist", root=str(tmp_path), **kw)
+
+
+def _bad_folder(root: Path) -> None:
+    """Two classes of good PNGs plus a truncated PNG and a text file saved as .jpg."""
+    for cls in ("a", "b"):
+        for i in range(4):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (12, 10), (40 * i, 100, 200)).save(root / cls / f"{i}.png")
+    good = (root / "a" / "0.png").read_bytes()
+    (root / "a" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "b" / "notes.jpg").write_text("not an image at all")
+
+
+def test_bad_files_fail_by_default_naming_the_file(tmp_path):
+    _bad_folder(tmp_path / "imgs")
+    with pytest.raises(DataError, match=r"truncated\.png.*data\.on_bad_file: skip"):
+        prepare_dataset("imagefolder", root=tmp_path / "imgs", image_size=8, seed=0, count=None, val_fraction=0.25,
+                        progress=False)  # fmt: skip
+
+
+def test_bad_files_skipped_are_listed(tmp_path):
+    _bad_folder(tmp_path / "imgs")
+    p = prepare_dataset("imagefolder", root=tmp_path / "imgs", image_size=8, seed=0, count=None, val_fraction=0.25,
+                        progress=False, on_bad_file="skip")  # fmt: skip
+    assert p.skipped == ["a/truncated.png", "b/notes.jpg"]
+    assert len(p.train_images) + len(p.val_images) == 8
+    assert sorted(np.concatenate([p.train_labels, p.val_labels]).tolist()) == [0] * 4 + [1] * 4
+
+
+def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, capsys):
+    from conftest import write_params
+    from ldmpipe.cli import main
+
+    _bad_folder(tmp_path / "imgs")
+    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=None, on_bad_file="skip")
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    out = tmp_path / "out"
+    args = ["prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
+            "--meta", f"{out}/m.json", "--preview", f"{out}/p.png", "--metrics", f"{out}/prepare.json"]  # fmt: skip
+    assert main(args) == 0
+    assert "skipped 2 unreadable file(s)" in capsys.readouterr().err
+    metrics = json.loads((out / "prepare.json").read_text())
+    assert metrics["n_skipped"] == 2 and metrics["skipped_files"] == ["a/truncated.png", "b/notes.jpg"]
+    tiny_params["data"]["on_bad_file"] = "fail"
+    write_params(params, tiny_params)
+    (out / "prepare.json").unlink()
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
+    assert len(errors) == 1 and errors[0].startswith("ldmpipe prepare: error: cannot read image")
+    assert "truncated.png" in errors[0] and not (out / "prepare.json").exists()

@@ -63,7 +63,7 @@ def work(tmp_path_factory) -> Path:
     params = yaml.safe_load(TINY.read_text())
     params["train"]["checkpoint_every"] = EVERY
     write_params(work / "params.yaml", params)
-    ldmpipe(work, "prepare --train d/train.safetensors --val d/val.safetensors --meta d/meta.json --preview d/p.png")
+    ldmpipe(work, "prepare --train d/train.safetensors --val d/val.safetensors --meta d/meta.json --preview d/p.png --metrics d/prepare.json")
     ldmpipe(work, ARGS["train_vae"].format(out="d/vae"))
     ldmpipe(work, "encode --vae d/vae/model.safetensors --train d/train.safetensors --val d/val.safetensors "
                   "--train-out d/latents.safetensors --val-out d/val_latents.safetensors --metrics d/encode.json")  # fmt: skip

@@ -89,6 +89,7 @@ class DataConfig:
     image_size: int = spec(positive)
     count: int | None = spec(positive)
     val_fraction: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
+    on_bad_file: str = spec(one_of("fail", "skip"))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ class PreparedData:
     val_labels: np.ndarray  # (M,) int64
     classes: list[str]
     channels: int
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (on_bad_file="skip")
 
 
 def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -98,11 +99,14 @@ def prepare_dataset(
     root: str | Path | None = None,
     download: bool = False,
     progress: bool = True,
+    on_bad_file: str = "fail",
 ) -> PreparedData:
     """Build train/val arrays of ``image_size`` x ``image_size`` images for dataset ``name``.
 
     shapes: ``count`` generated images, split by ``split_indices``.
-    imagefolder: every image under ``root`` (or a seeded subset of ``count``), split by ``split_indices``.
+    imagefolder: every image under ``root`` (or a seeded subset of ``count``), split by ``split_indices``;
+    a file that cannot be decoded stops with an error naming it (``on_bad_file="fail"``) or is
+    left out and listed in ``PreparedData.skipped`` (``"skip"``).
     mnist / fashion_mnist / cifar10: official train -> train, official test -> val; with ``count``,
     a seeded subset of round(count * (1 - val_fraction)) train and the rest test images (each capped
     at what the split holds).
@@ -115,6 +119,8 @@ def prepare_dataset(
         raise DataError(f"count must be >= 1 (or unset), got {count}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if on_bad_file not in ("fail", "skip"):
+        raise DataError(f"on_bad_file must be fail or skip, got {on_bad_file!r}")
 
     if name == "shapes":
         if count is None:
@@ -129,12 +135,21 @@ def prepare_dataset(
         if count is not None:
             keep = _subset(len(files), count, seed, _FOLDER_SUBSET_STREAM)
             files, labels = [files[i] for i in keep], labels[keep]
-        resized = [
-            resize_center_crop(read_image(f, None), image_size)
-            for f in tqdm(files, desc=f"reading {name}", unit="img", disable=not progress)
-        ]
+        resized, keep, skipped = [], [], []
+        for i, f in enumerate(tqdm(files, desc=f"reading {name}", unit="img", disable=not progress)):
+            try:
+                resized.append(resize_center_crop(read_image(f, None), image_size))
+                keep.append(i)
+            except DataError as e:
+                if on_bad_file != "skip":
+                    raise DataError(f"{e} (data.on_bad_file: skip leaves such files out)") from None
+                skipped.append(Path(f).relative_to(Path(root)).as_posix())
+        if not resized:
+            raise DataError(f"none of the {len(files)} image files under '{root}' could be read")
         channels = 1 if all(im.shape[2] == 1 for im in resized) else 3
-        return _split(_stack(resized, image_size, channels), labels, classes, val_fraction, seed)
+        data = _split(_stack(resized, image_size, channels), labels[keep], classes, val_fraction, seed)
+        data.skipped = skipped
+        return data
 
     assert name in TORCHVISION_DATASETS
     raw = load_torchvision(name, root, download)

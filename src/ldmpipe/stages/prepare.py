@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -17,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", required=True, help="output: validation arrays (.safetensors)")
     p.add_argument("--meta", required=True, help="output: dataset meta (.json)")
     p.add_argument("--preview", required=True, help="output: preview grid, one row per class (.png)")
+    p.add_argument("--metrics", required=True, help="output: counts and skipped files (.json)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -24,8 +26,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
     check_paths(params)
     data = prepare_dataset(
         d.name, image_size=d.image_size, seed=params.seed, count=d.count,
-        val_fraction=d.val_fraction, root=d.root, download=d.download,
+        val_fraction=d.val_fraction, root=d.root, download=d.download, on_bad_file=d.on_bad_file,
     )  # fmt: skip
+    if data.skipped:
+        shown = ", ".join(data.skipped[:10]) + (f" and {len(data.skipped) - 10} more" if len(data.skipped) > 10 else "")
+        print(f"prepare: warning: skipped {len(data.skipped)} unreadable file(s) under {d.root}: {shown}", file=sys.stderr)
     meta = {
         "dataset": d.name,
         "classes": list(data.classes),
@@ -38,5 +43,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     for path, images, labels in ((args.train, data.train_images, data.train_labels), (args.val, data.val_images, data.val_labels)):
         save_arrays(path, {"images": images, "labels": labels}, {"classes": meta["classes"]})
     write_json(args.meta, meta)
+    write_json(args.metrics, {"n_train": meta["n_train"], "n_val": meta["n_val"], "n_skipped": len(data.skipped),
+                              "skipped_files": data.skipped})  # fmt: skip
     save_image(args.preview, labelled_grid(data.train_images, data.train_labels, data.classes))
     print(f"prepare: {meta['n_train']} train / {meta['n_val']} val images of {d.name}, classes {meta['classes']}")

@@ -32,24 +32,29 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
+def states(repo: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (repo / ".ldmpipe" / "resume").glob("train_diffusion-*.pt")}
+
+
 def start(cmd: str, repo: Path) -> subprocess.Popen:
     """Start ``cmd`` in its own process group (so a kill reaches DVC and the stage)."""
     return subprocess.Popen(f"exec {cmd}", shell=True, cwd=repo, env=ENV, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
-def wait_for_state(repo: Path, proc: subprocess.Popen) -> None:
-    """Block until the training stage has saved a resumable state (so it is mid-run)."""
+def wait_for_state(repo: Path, proc: subprocess.Popen, before: dict[Path, int]) -> None:
+    """Block until the training stage has saved a new resumable state (so it is mid-run)."""
     deadline = time.monotonic() + 300
-    while not list((repo / ".ldmpipe" / "resume").glob("train_diffusion-*.pt")):
+    while not set(states(repo).items()) - set(before.items()):
         assert proc.poll() is None, f"finished before saving a state:\n{proc.stdout.read()[-3000:]}"
         assert time.monotonic() < deadline, "no resumable state after 300 s"
         time.sleep(0.05)
 
 
 def test_second_repro_is_refused_while_one_runs(repo):
+    before = states(repo)
     first = start("dvc repro train_diffusion", repo)
-    wait_for_state(repo, first)
+    wait_for_state(repo, first, before)
     second = subprocess.run("dvc repro", shell=True, cwd=repo, env=ENV, capture_output=True, text=True)
     # DVC's lock: the repo lock ("Unable to acquire lock") or, once the first run is inside a
     # stage, the per-file read/write lock that names the process holding it.
@@ -70,8 +75,9 @@ def test_killed_repro_resumes_on_the_next_repro(repo):
     sh("ldmpipe train-diffusion --latents data/latents/train.safetensors --model ref/model.safetensors "
        "--live ref/live", repo)  # the uninterrupted run, outside DVC
     reference = (repo / "ref" / "model.safetensors").read_bytes()
+    before = states(repo)
     run = start("dvc repro train_diffusion", repo)
-    wait_for_state(repo, run)
+    wait_for_state(repo, run, before)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     assert not (repo / MODEL).exists(), "DVC removes a stage's outputs before running it"

@@ -38,6 +38,11 @@ class Reference:
     def arrays(self) -> dict[str, np.ndarray]:
         return {"features": self.features, "mu": self.mu, "sigma": self.sigma, "sqrt_sigma": self.sqrt_sigma}
 
+    def fid(self, features: np.ndarray) -> float:
+        """FID of features (N, D) against this reference, reusing its precomputed sqrt(sigma)."""
+        mu, sigma = feature_statistics(features)
+        return frechet_distance(self.mu, self.sigma, mu, sigma, sqrt_sigma1=self.sqrt_sigma)
+
 
 @dataclass(frozen=True)
 class MetricSettings:
@@ -50,8 +55,7 @@ class MetricSettings:
 
 def score(features: np.ndarray, probs: np.ndarray | None, ref: Reference, s: MetricSettings) -> dict[str, float]:
     """FID, IS, KID (mean, std) and precision/recall of features (N, D) [and probs (N, K)] against ``ref``."""
-    mu, sigma = feature_statistics(features)
-    out = {"fid": frechet_distance(ref.mu, ref.sigma, mu, sigma, sqrt_sigma1=ref.sqrt_sigma)}
+    out = {"fid": ref.fid(features)}
     if probs is not None:
         out["is_mean"], out["is_std"] = inception_score(probs, s.is_splits)
     size = min(s.kid_subset_size, len(features), len(ref.features))

@@ -37,8 +37,12 @@ def remove_stale(folder: Path, prefix: str, suffix: str = "") -> None:
     """Delete ``{prefix}{pid}.*{suffix}`` leftovers of killed writers (their pid is gone)."""
     for p in folder.glob(f"{prefix}*{suffix}"):
         pid = p.name[len(prefix) :].split(".")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -135,11 +135,11 @@ def prepare_dataset(
         if count is not None:
             keep = _subset(len(files), count, seed, _FOLDER_SUBSET_STREAM)
             files, labels = [files[i] for i in keep], labels[keep]
-        resized, keep, skipped = [], [], []
+        resized, readable, skipped = [], [], []
         for i, f in enumerate(tqdm(files, desc=f"reading {name}", unit="img", disable=not progress)):
             try:
                 resized.append(resize_center_crop(read_image(f, None), image_size))
-                keep.append(i)
+                readable.append(i)
             except DataError as e:
                 if on_bad_file != "skip":
                     raise DataError(f"{e} (data.on_bad_file: skip leaves such files out)") from None
@@ -147,7 +147,7 @@ def prepare_dataset(
         if not resized:
             raise DataError(f"none of the {len(files)} image files under '{root}' could be read")
         channels = 1 if all(im.shape[2] == 1 for im in resized) else 3
-        data = _split(_stack(resized, image_size, channels), labels[keep], classes, val_fraction, seed)
+        data = _split(_stack(resized, image_size, channels), labels[readable], classes, val_fraction, seed)
         data.skipped = skipped
         return data
 

@@ -15,7 +15,8 @@ from .. import runtime
 from ..config import Params
 from ..generate import generate, make_sampler, schedule_of
 from ..io import load_arrays, write_json
-from ..metrics import extract, feature_statistics, frechet_distance, inception_score
+from ..evaluation import Reference
+from ..metrics import extract, inception_score
 from ..models.autoencoder import load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     unet, extra = load_model(UNet, args.diffusion, device)
     vae = load_autoencoder(args.vae, device)
     evaluator, _ = load_model(Classifier, args.evaluator, device)
-    ref = load_arrays(args.reference)[0]
+    ref = Reference(**load_arrays(args.reference)[0])
     d = extra["diffusion"]
     sampler = make_sampler(args.sampler, schedule_of(d), prediction=d["prediction"], spacing=params.sample.spacing,
                            eta=params.sample.eta)  # fmt: skip
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
                           params.seed, device, progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         feats, probs = extract(evaluator.features, evaluator.head, images, cfg.batch_size, device)
-        mu, sigma = feature_statistics(feats)
-        fid = frechet_distance(ref["mu"], ref["sigma"], mu, sigma, sqrt_sigma1=ref["sqrt_sigma"])
+        fid = ref.fid(feats)
         is_mean, _ = inception_score(probs, params.evaluate.is_splits)
         rows.append({"sampler": args.sampler, "steps": steps, "nfe": sampler.nfe, "fid": fid, "is_mean": is_mean,
                      "seconds": round(seconds, 3)})  # fmt: skip

@@ -22,10 +22,10 @@ COLUMNS = ("t", "abar", "snr", "target_mse", "x0_mse", "eps_mse")
 
 def probe_timesteps(num_timesteps: int, count: int = 12) -> list[int]:
     """``count`` evenly spaced timesteps over [0, T-1] plus the high-noise end where samplers start:
-    T-1 - T/100 and T-1 - T/20 (t = 989 and 949 for T = 1000) and the first step, sorted, unique."""
+    T - T/100 and T - T/20 (t = 990 and 950 for T = 1000) and the first step, sorted, unique."""
     T = num_timesteps
     even = torch.linspace(0, T - 1, count, dtype=torch.float64).round().long().tolist()
-    extra = [T - 1 - T // 100, T - 1 - T // 20, 1]
+    extra = [T - T // 100, T - T // 20, 1]
     return sorted({t for t in even + extra if 0 <= t < T})
 
 

@@ -169,9 +169,12 @@ class SampleConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     samplers: tuple[str, ...] = spec(each(one_of(*SAMPLERS)))
+    spacings: tuple[str, ...] = spec(each(one_of(*SPACINGS)))
     steps: tuple[int, ...] = spec(each(positive))
+    reference_steps: int | None = spec(positive)  # None: all diffusion.timesteps
     n_samples: int = spec(positive)
     batch_size: int = spec(positive)
+    grid_size: int = spec(positive)
 
 
 @dataclass(frozen=True)
@@ -300,8 +303,17 @@ def check_consistency(p: Params) -> None:
         )
     if max(p.sweep.steps) > p.diffusion.timesteps:
         raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
-    if len(set(p.sweep.samplers)) != len(p.sweep.samplers):
-        raise ConfigError(f"sweep.samplers must not repeat a name, got {list(p.sweep.samplers)}")
+    for key in ("samplers", "spacings"):
+        names = getattr(p.sweep, key)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"sweep.{key} must not repeat a name, got {list(names)}")
+    if p.sweep.reference_steps is not None and p.sweep.reference_steps > p.diffusion.timesteps:
+        raise ConfigError(
+            f"sweep.reference_steps must be at most diffusion.timesteps ({p.diffusion.timesteps}; null: all of them), "
+            f"got {p.sweep.reference_steps}"
+        )
+    if p.sweep.grid_size > p.sweep.n_samples:
+        raise ConfigError(f"sweep.grid_size must be at most sweep.n_samples ({p.sweep.n_samples}), got {p.sweep.grid_size}")
     if p.data.name in TORCHVISION and not p.data.root:
         raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
     # FID needs a full-rank covariance of the generated features: more samples than dimensions.

@@ -135,3 +135,25 @@ def latent_pca_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[
     ax.legend(markerscale=2, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def timestep_error_figure(rows: Sequence[Mapping[str, float]], prediction: str):
+    """Per-timestep error of the denoiser (``ldmpipe.diffusion.diagnostics``): x0-MSE and the training
+    target's MSE against t, log-scaled; x0-MSE = 1 is what predicting the latents' mean scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["t"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(t, [r["x0_mse"] for r in rows], "o-", label="x0 MSE (implied)")
+    target = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}[prediction]
+    ax.plot(t, [r["target_mse"] for r in rows], "s--", label=f"{target} MSE (training target)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="x0 MSE of the mean (unit-variance latents)")
+    ax.set(yscale="log", xlabel="timestep t (noise grows →)", ylabel="MSE on validation latents",
+           title="Denoising error at each noise level")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diffusion-metrics", required=True, help="input: diffusion DVCLive summary (.json)")
     p.add_argument("--diffusion-loss", required=True, help="input: diffusion loss curve (.tsv)")
     p.add_argument("--metrics", required=True, help="input: evaluation metrics (.json)")
+    p.add_argument("--timestep-error", required=True, help="input: per-timestep error of the diffusion model (.tsv)")
+    p.add_argument("--timestep-figure", required=True, help="input: the per-timestep error, plotted (.png)")
     p.add_argument("--vae-figures", nargs="+", required=True, help="input: autoencoder figures, in order (.png)")
     p.add_argument("--figures", nargs="+", required=True, help="input: figures to show, in order (.png)")
     p.add_argument("--sweep-table", required=True, help="input: the sweep's rows (.csv, from sweep_report)")
@@ -83,6 +85,23 @@ Training latents per channel, before and after scaling:
 {channels}
 
 {figures}"""
+
+
+def timestep_section(tsv: str, figure: str, target: str) -> str:
+    """The diffusion model's denoising error at each probed timestep: a table and its figure."""
+    with open(tsv, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    body = table([(r["t"], f"{float(r['abar']):.3g}", f"{float(r['target_mse']):.4g}", f"{float(r['x0_mse']):.4g}")
+                  for r in rows], ("t", "ᾱ_t", f"{target}-MSE (training target)", "x0-MSE"))  # fmt: skip
+    return f"""## Diffusion model: error at each noise level
+
+The EMA model on the validation latents (unit variance, so an x0-MSE of 1 is no better than predicting
+their mean). A sampler that starts at t = T-1 (trailing spacing, DDPM with all steps) relies on the
+high-noise rows; a model whose x0-MSE explodes there produces noise, whatever its average loss.
+
+{body}
+
+![timestep_error]({figure})"""
 
 
 def sweep_section(csv_path: str, figure: str, grids: str, rel, sweep) -> str:
@@ -180,6 +199,8 @@ score about the floor, not 0.
 {others}
 
 {autoencoder_section(params, ae, lat, show(args.vae_figures))}
+
+{timestep_section(args.timestep_error, rel(args.timestep_figure), target)}
 
 ## Figures
 

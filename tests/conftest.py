@@ -40,14 +40,24 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 
 def _resolved() -> dict[str, list[str]]:
-    """DVC's resolved stages (matrix entries expanded, e.g. `sweep@ddim`) -> their outputs."""
+    """DVC's resolved stages of dvc.yaml with the tiny params (matrix entries expanded, e.g.
+    `sweep@ddim-leading`) -> their outputs."""
+    import contextlib
+    import io
+    import tempfile
+
     from dvc.repo import Repo
 
-    with Repo(str(ROOT)) as repo:
-        return {st.name: [o.def_path for o in st.outs] for st in repo.index.stages}
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(ROOT / "dvc.yaml", Path(tmp) / "dvc.yaml")
+        shutil.copy(TINY, Path(tmp) / "params.yaml")
+        with contextlib.redirect_stdout(io.StringIO()):  # "Initialized DVC repository."
+            Repo.init(tmp, no_scm=True).close()
+        with Repo(tmp) as repo:
+            return {st.name: [o.def_path for o in st.outs] for st in repo.index.stages}
 
 
-STAGES = _resolved()  # the tiny config sweeps the same samplers and spacings as params.yaml
+STAGES = _resolved()  # the stages of a tiny-config repo (its sweep matrix may differ from params.yaml's)
 OUTPUTS = sorted(o for outs in STAGES.values() for o in outs)
 # The sweep's uncached timing metrics hold wall times, which differ between runs by nature; every
 # other output (the sweep's rows and grids included) must be byte-identical run after run and

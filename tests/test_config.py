@@ -123,6 +123,22 @@ CASES = [
     (lambda p: p["vae"].update(disc_weight=0.1, disc_start=30), "vae.disc_start must be smaller than vae.steps (30)"),
     (lambda p: p["vae"].update(kind="vq", codebook_size=2000),
      "vae.codebook_size must be at most the latent vectors per batch (1024"),
+    # class conditioning and classifier-free guidance
+    (lambda p: p["diffusion"].update(conditioning="text"), "diffusion.conditioning must be one of none, class, got 'text'"),
+    (lambda p: p["diffusion"].update(cond_drop=1.0), "diffusion.cond_drop must be in [0.0, 1.0), got 1.0"),
+    (lambda p: p["diffusion"].pop("cond_drop"), "diffusion.cond_drop is missing"),
+    (lambda p: p["sample"].update(guidance_scale=-1), "sample.guidance_scale must be a non-negative number, got -1"),
+    (lambda p: p["sample"].update(guidance_scale="high"), "sample.guidance_scale must be a number, got 'high'"),
+    (lambda p: p["sample"].update(classes=[1, -2]), "sample.classes must be a list whose items are each non-negative"),
+    (lambda p: p["sample"].update(classes=[]), "sample.classes must be a non-empty list, got []"),
+    (lambda p: p["sample"].update(classes=[3]),
+     "sample.classes must be null when diffusion.conditioning is none (an unconditional model draws no classes), got [3]"),
+    (lambda p: (p["diffusion"].update(conditioning="class"), p["sample"].update(classes=[3, 3])),
+     "sample.classes must not repeat a class, got [3, 3]"),
+    (lambda p: p["sweep"].update(guidance=[0, 1, 1.0]), "sweep.guidance must not repeat a scale, got [0.0, 1.0, 1.0]"),
+    (lambda p: p["sweep"].update(guidance=[1, -3]), "sweep.guidance must be a list whose items are each non-negative"),
+    (lambda p: p["diffusion"].update(conditioning="class", cond_drop=0.0),
+     "diffusion.cond_drop must be positive when a guidance scale other than 1 is used (sample.guidance_scale or sweep.guidance: 1.5)"),
 ]
 
 

@@ -132,6 +132,8 @@ class DiffusionConfig:
     prediction: str = spec(one_of(*PREDICTIONS))
     loss_weighting: str = spec(one_of("none", "min_snr"))
     min_snr_gamma: float = spec(positive)
+    conditioning: str = spec(one_of("none", "class"))  # class: a class embedding added to the time embedding
+    cond_drop: float = spec(between(0.0, 1.0, hi_open=True))  # label dropout to the null class (Ho & Salimans 2022)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class SampleConfig:
     n_samples: int = spec(positive)
     batch_size: int = spec(positive)
     grid_size: int = spec(positive)
+    guidance_scale: float = spec(non_negative)  # w: out = out_null + w (out_class - out_null); class models only
+    classes: tuple[int, ...] | None = spec(each(non_negative))  # class indices to draw (None: all, balanced)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class SweepConfig:
     n_samples: int = spec(positive)
     batch_size: int = spec(positive)
     grid_size: int = spec(positive)
+    guidance: tuple[float, ...] = spec(each(non_negative))  # guidance scales w of the guidance sweep (class models)
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,9 @@ def check_consistency(p: Params) -> None:
         names = getattr(p.sweep, key)
         if len(set(names)) != len(names):
             raise ConfigError(f"sweep.{key} must not repeat a name, got {list(names)}")
+    if len(set(p.sweep.guidance)) != len(p.sweep.guidance):
+        raise ConfigError(f"sweep.guidance must not repeat a scale, got {list(p.sweep.guidance)}")
+    check_conditioning(p)
     if p.sweep.reference_steps is not None and p.sweep.reference_steps > p.diffusion.timesteps:
         raise ConfigError(
             f"sweep.reference_steps must be at most diffusion.timesteps ({p.diffusion.timesteps}; null: all of them), "
@@ -367,6 +375,24 @@ def check_consistency(p: Params) -> None:
             raise ConfigError(
                 f"unet.attention_resolutions must list latent feature-map sizes among {sorted(sizes)}, got {r}"
             )
+
+
+def check_conditioning(p: Params) -> None:
+    """Class conditioning and classifier-free guidance (Ho & Salimans 2022): the keys that must agree."""
+    classes = p.sample.classes
+    if classes is not None and p.diffusion.conditioning == "none":
+        raise ConfigError(
+            f"sample.classes must be null when diffusion.conditioning is none (an unconditional model draws no "
+            f"classes), got {list(classes)}"
+        )
+    if classes is not None and len(set(classes)) != len(classes):
+        raise ConfigError(f"sample.classes must not repeat a class, got {list(classes)}")
+    guided = [w for w in (p.sample.guidance_scale, *p.sweep.guidance) if w != 1.0]
+    if p.diffusion.conditioning == "class" and p.diffusion.cond_drop == 0.0 and guided:
+        raise ConfigError(
+            f"diffusion.cond_drop must be positive when a guidance scale other than 1 is used (sample.guidance_scale "
+            f"or sweep.guidance: {guided[0]:g}), else the null class is never trained, got 0.0"
+        )
 
 
 def check_paths(p: Params) -> None:

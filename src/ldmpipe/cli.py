@@ -25,6 +25,7 @@ STAGES = {
     "sweep": ("sweep", "FID and IS against sampling steps/NFE for one sampler and spacing, with small grids"),
     "sweep-reference": ("sweep_reference", "the sweep's reference row: DDPM with all T steps (or as many as asked)"),
     "sweep-report": ("sweep_report", "gather the sweep into reports/sweep.csv and the FID-vs-NFE plot"),
+    "guidance-sweep": ("guidance_sweep", "FID and class accuracy of a class model against the guidance scale, with grids"),
     "evaluate": ("evaluate", "FID and IS against the reference, with the real-vs-real floor"),
     "report": ("report", "write reports/report.md with figures, metrics and params"),
 }

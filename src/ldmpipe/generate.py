@@ -1,7 +1,9 @@
 """Images from a trained latent diffusion model: sampler construction and per-sample-seeded generation.
 
-Shared by the ``sample`` and ``sweep`` stages.  Sample i starts from its own seed (derived from
-the global seed and i), so it does not depend on the batch size or on how many are drawn.
+Shared by the ``sample``, ``sweep`` and ``guidance_sweep`` stages.  Sample i starts from its own seed
+(derived from the global seed and i), so it does not depend on the batch size or on how many are
+drawn; from a class-conditional model it is also drawn from its own class, a function of i alone
+(`guidance.sample_classes`), with classifier-free guidance at scale w (`guidance.GuidedModel`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import numpy as np
 import torch
 
 from . import runtime
+from .config import ConfigError
 from .diffusion import SAMPLERS
+from .diffusion.guidance import GuidedModel, passes, sample_classes
 from .diffusion.noise import sample_generators
 from .diffusion.sampling import sample_loop
 from .diffusion.schedule import NoiseSchedule
@@ -44,15 +48,39 @@ def generate(
     seed: int,
     device: torch.device,
     progress: bool = True,
+    labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
 ) -> np.ndarray:
-    """``n`` images, uint8 (N, H, W, C): sample scaled latents, divide by the scale factor, decode (VQ: quantise first)."""
+    """``n`` images, uint8 (N, H, W, C): sample scaled latents, divide by the scale factor, decode (VQ: quantise first).
+
+    A class-conditional ``unet`` needs ``labels`` (N,), the class of every sample (`class_labels`), and
+    samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither."""
+    if (labels is None) != (unet.num_classes == 0):
+        raise ValueError("a class-conditional UNet samples with labels (N,), an unconditional one without")
     shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
     images = []
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
         gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
         sampler.set_timesteps(steps)
-        z = sample_loop(unet, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
+        model = unet if labels is None else GuidedModel(unet, labels[start : idx.stop], unet.null_class, guidance_scale)
+        z = sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
         with torch.no_grad():
             images.append(to_uint8(vae.decode_latents(z.to(device) / scale_factor)))
     return np.concatenate(images)
+
+
+def class_labels(unet: UNet, classes: tuple[int, ...] | None, n: int) -> torch.Tensor | None:
+    """The class of samples 0..n-1 (N,) for a class model, from ``sample.classes`` (None: all classes,
+    balanced); None for an unconditional model, which ignores the key."""
+    if unet.num_classes == 0:
+        return None
+    drawn = list(range(unet.num_classes)) if classes is None else list(classes)
+    if max(drawn) >= unet.num_classes:
+        raise ConfigError(f"sample.classes must be class indices below the model's {unet.num_classes} classes, got {drawn}")
+    return sample_classes(range(n), drawn)
+
+
+def nfe(sampler, unet: UNet, guidance_scale: float) -> int:
+    """Network evaluations per sample: the sampler's, times the passes per step of a guided class model."""
+    return sampler.nfe * (passes(guidance_scale) if unet.num_classes else 1)

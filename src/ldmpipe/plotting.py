@@ -44,6 +44,16 @@ def labelled_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str]
     return image_grid(np.concatenate(rows), ncol=per_class)
 
 
+def sample_grid(images: np.ndarray, labels: np.ndarray | None, grid_size: int) -> Image.Image:
+    """The first ``grid_size`` samples; from a class model (labels (N,)), one row per class drawn, in class
+    order, each holding that class's first grid_size // (classes drawn) samples."""
+    if labels is None:
+        return image_grid(images[:grid_size])
+    drawn = np.unique(labels)  # sorted class indices
+    rows = np.searchsorted(drawn, labels)  # (N,): the row of each sample
+    return labelled_grid(images, rows, [str(c) for c in drawn], per_class=max(1, grid_size // len(drawn)))
+
+
 TEXT_LINE = 14  # px per line of text in `titled_panels`
 PANEL_GAP = 6  # px around and between its panels
 
@@ -155,5 +165,39 @@ def timestep_error_figure(rows: Sequence[Mapping[str, float]], prediction: str):
            title="Denoising error at each noise level")  # fmt: skip
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def guidance_figure(table, ceiling: float):
+    """Classifier-free guidance (Ho & Salimans 2022, fig. 4): left, FID and class accuracy against the
+    guidance scale w; right, the trade-off, FID against class accuracy with each point labelled by its w.
+    The evaluator's accuracy on real images (``ceiling``) is a dashed line on both accuracy axes.
+
+    ``table``: a DataFrame with columns guidance_scale, fid, class_accuracy, one row per w."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = table.sort_values("guidance_scale")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    left.plot(t["guidance_scale"], t["fid"], "o-", color="C0", label="FID")
+    left.set(xlabel="guidance scale w", ylabel="FID", title="FID and class accuracy against w")
+    acc = left.twinx()
+    acc.plot(t["guidance_scale"], t["class_accuracy"], "s--", color="C1", label="class accuracy")
+    acc.axhline(ceiling, color="0.4", lw=0.8, ls=":", label=f"real images ({ceiling:.1%})")
+    acc.set(ylabel="class accuracy", ylim=(0, 1.02))
+    handles = left.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
+    left.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center right")
+    left.grid(alpha=0.3)
+    right.plot(t["class_accuracy"], t["fid"], "o-", color="C2")
+    for row in t.itertuples():
+        right.annotate(f"w={row.guidance_scale:g}", (row.class_accuracy, row.fid), textcoords="offset points",
+                       xytext=(4, 4), fontsize=7)  # fmt: skip
+    right.axvline(ceiling, color="0.4", lw=0.8, ls=":", label=f"accuracy on real images ({ceiling:.1%})")
+    right.set(xlabel="class accuracy", ylabel="FID", title="trade-off: FID against class accuracy", xlim=(0, 1.02))
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
     fig.tight_layout()
     return fig

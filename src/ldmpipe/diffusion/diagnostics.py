@@ -38,6 +38,7 @@ def timestep_errors(
     timesteps: Sequence[int],
     generator: torch.Generator,
     batch_size: int = 512,
+    labels: torch.Tensor | None = None,
 ) -> list[dict[str, float]]:
     """One row per t in ``timesteps`` (see ``COLUMNS``): mean squared errors over x0 (N, C, H, W).
 
@@ -45,7 +46,8 @@ def timestep_errors(
     (common random numbers), so the rows differ only by the noise level.  x0-MSE and eps-MSE are those
     implied by the model's output through `parameterization.predict_x0` / `predict_eps` (the samplers'
     own conversions); at abar = 0 the eps -> x0 conversion is undefined and uses ``ZERO_SNR_ABAR`` in its
-    place (finite, huge: as a sampler would see it).
+    place (finite, huge: as a sampler would see it).  With ``labels`` (N,), a class model is called as
+    ``model(x_t, t, labels)`` with each row's label.
     """
     check_prediction(prediction)
     eps = torch.randn(tuple(x0.shape), generator=generator, dtype=torch.float32).to(x0.device)
@@ -59,7 +61,8 @@ def timestep_errors(
             x, e = x0[i : i + batch_size], eps[i : i + batch_size]
             t_batch = torch.full((len(x),), t, dtype=torch.long)
             x_t = schedule.add_noise(x, e, t_batch)
-            out = model(x_t, t_batch.to(x.device)).float()
+            y = () if labels is None else (labels[i : i + batch_size],)
+            out = model(x_t, t_batch.to(x.device), *y).float()
             # 2. the output as target, x0 and eps (Salimans & Ho 2022, appendix D)
             target = training_target(prediction, x, e, schedule.alphas_cumprod[t_batch])
             x0_hat, eps_hat = predict_x0(prediction, out, x_t, a_bar), predict_eps(prediction, out, x_t, a_bar)

@@ -8,6 +8,11 @@ our trained classifier (offline, any dataset).  With ``evaluate.inception: true`
 the standard FID Inception network's pool3 features stand beside them, named with ``_inception``
 (``fid_inception``, ``fid_inception_real_floor``, ``kid_mean_inception``, ...), against that
 network's features of the validation split.
+
+Samples of a class-conditional model carry their labels; they add the class accuracy (beside the
+evaluator's accuracy on real validation images, its ceiling) and per-class FID (each against its
+class's validation images, beside a per-class floor of held-out real images of that class at the same
+n), in the classifier's features (`evaluation.class_metrics`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from .. import runtime
 from ..config import ConfigError, Params
-from ..evaluation import MetricSettings, Reference, score
+from ..evaluation import MetricSettings, Reference, class_metrics, per_class_subset, score
 from ..features import FeatureExtractor, create_extractor
 from ..io import load_arrays, write_json
 from ..models.checkpoint import load_model
@@ -59,8 +64,10 @@ def run(args: argparse.Namespace, params: Params) -> None:
         except FileNotFoundError as e:
             raise ConfigError(f"evaluate.inception_weights: {e}") from None
     classifier, _ = load_model(Classifier, args.evaluator, device)
-    samples = load_arrays(args.samples)[0]["images"]
-    real = load_arrays(args.real)[0]["images"]
+    sample_arrays, sample_meta = load_arrays(args.samples)
+    samples = sample_arrays["images"]
+    real_arrays = load_arrays(args.real)[0]
+    real = real_arrays["images"]
     n = len(samples)
     if n > len(real):
         raise ValueError(f"{args.real}: {len(real)} real images cannot give a floor for {n} samples")
@@ -85,6 +92,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
         "pr_k": cfg.pr_k,
     })  # fmt: skip
     line = f"evaluate: FID {metrics['fid']:.3f} (floor {metrics['fid_real_floor']:.3f})"
+    if "labels" in sample_arrays:  # samples of a class model
+        metrics.update(conditional_metrics(extractor, ref, sample_arrays, sample_meta, real_arrays, args.val, params, device))
+        line += f", class accuracy {metrics['class_accuracy']:.4f} (real: {metrics['class_accuracy_real']:.4f})"
     # 2. the FID Inception network beside it, against its own features of the val split
     if inception is not None:
         ref = Reference.from_features(inception(load_arrays(args.val)[0]["images"], cfg.batch_size, device)[0])
@@ -95,3 +105,20 @@ def run(args: argparse.Namespace, params: Params) -> None:
     write_json(args.metrics, metrics)
     print(f"{line}; classifier KID {metrics['kid_mean']:.4f} (floor {metrics['kid_mean_real']:.4f}), "
           f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}, IS {metrics.get('is_mean', float('nan')):.3f}")  # fmt: skip
+
+
+def conditional_metrics(extractor: FeatureExtractor, ref: Reference, samples: dict, sample_meta: dict, real: dict,
+                        val_path: str, params: Params, device) -> dict:  # fmt: skip
+    """`class_metrics` of labelled samples; the floor of class k: as many of its train images as samples of k."""
+    bs, labels = params.evaluate.batch_size, samples["labels"]
+    val = load_arrays(val_path)[0]
+    if len(val["labels"]) != len(ref.features):
+        raise ValueError(f"{val_path}: {len(val['labels'])} images, but the evaluator's reference has {len(ref.features)}")
+    features, probs = extractor(samples["images"], bs, device)
+    counts = {int(k): int(n) for k, n in zip(*np.unique(labels, return_counts=True))}
+    rng = np.random.default_rng(runtime.stage_seed(params.seed, "evaluate.class_floor"))
+    floor = per_class_subset(real["labels"], counts, rng)
+    floor_features = extractor(real["images"][floor], bs, device)[0] if len(floor) else np.empty((0, ref.features.shape[1]))
+    out = class_metrics(labels, features, probs, ref, val["labels"], extractor(val["images"], bs, device)[1],
+                        floor_features, real["labels"][floor], sample_meta["classes"])  # fmt: skip
+    return {**out, "guidance_scale": sample_meta["guidance_scale"], "nfe": sample_meta["nfe"]}

@@ -14,6 +14,7 @@ import yaml
 from ..config import Params, to_dict
 from ..io import ArtifactError, save_figure, write_text
 from ..plotting import loss_figure
+from .report_conditional import class_section, drawn_classes, guidance_section
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-table", required=True, help="input: the sweep's rows (.csv, from sweep_report)")
     p.add_argument("--sweep-figure", required=True, help="input: the sweep's FID against NFE (.png)")
     p.add_argument("--sweep-grids", required=True, help="input: folder of the sweep's per-entry grids (.png)")
+    p.add_argument("--guidance-table", required=True, help="input: the guidance sweep's rows (.csv; empty: unconditional)")
+    p.add_argument("--guidance-figure", required=True, help="input: FID and class accuracy against w (.png)")
+    p.add_argument("--guidance-grid", required=True, help="input: the guidance sweep's grids (.png)")
     p.add_argument("--loss-figure", required=True, help="output: loss curves (.png)")
     p.add_argument("--out", required=True, help="output: the report (.md)")
 
@@ -155,6 +159,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
     captions = {"dataset": "Dataset preview (one row per class)", "vae_recon": "Autoencoder: originals above reconstructions",
                 "vae_latents": "Validation latents, 2-D PCA, coloured by class",
                 "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)"}  # fmt: skip
+    if "class_accuracy" in m:  # a class model's grid: one row per class
+        names = ", ".join(drawn_classes(m, meta["classes"]))
+        captions["sample"] = captions["sample"][:-1] + f", guidance scale {m['guidance_scale']:g}; one row per class: {names})"
     def show(paths: list[str]) -> str:
         return "\n\n".join(
             f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
@@ -181,6 +188,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
         ],
         ("quantity", "value"),
     )
+    # class models only (else ""): class accuracy and per-class FID, and the guidance sweep
+    classes, guidance = (f"\n\n{s}" if s else "" for s in (
+        class_section(m, meta["classes"]), guidance_section(args.guidance_table, args.guidance_figure, args.guidance_grid, rel, params)))
     text = f"""# ldmpipe report
 
 Dataset **{meta['dataset']}**: {meta['n_train']} train / {meta['n_val']} validation images of
@@ -196,7 +206,7 @@ score about the floor, not 0.
 
 {metrics}
 
-{others}
+{others}{classes}
 
 {autoencoder_section(params, ae, lat, show(args.vae_figures))}
 
@@ -210,7 +220,7 @@ score about the floor, not 0.
 
 ![losses]({rel(args.loss_figure)})
 
-{sweep_section(args.sweep_table, rel(args.sweep_figure), args.sweep_grids, rel, params.sweep)}
+{sweep_section(args.sweep_table, rel(args.sweep_figure), args.sweep_grids, rel, params.sweep)}{guidance}
 
 ## Params
 

@@ -1,7 +1,9 @@
 """Stage ``sample``: the chosen sampler on the EMA UNet, decoded by the autoencoder.
 
 Sample i starts from its own seed (derived from ``seed`` and i), so it does not depend on the
-batch size or on how many samples are drawn.
+batch size or on how many samples are drawn.  A class-conditional model draws sample i from class
+``sample.classes[i mod len]`` (all classes by default) with classifier-free guidance at
+``sample.guidance_scale``; the labels are saved with the images, and the grid has one row per class.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import argparse
 
 from .. import runtime
 from ..config import ConfigError, Params
-from ..generate import generate, make_sampler, schedule_of
+from ..generate import class_labels, generate, make_sampler, nfe, schedule_of
 from ..io import save_arrays, save_image
 from ..models.autoencoder import load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.unet import UNet
-from ..plotting import image_grid
+from ..plotting import sample_grid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,8 +37,15 @@ def run(args: argparse.Namespace, params: Params) -> None:
     if cfg.steps > schedule.num_timesteps:
         raise ConfigError(f"sample.steps must be at most the model's {schedule.num_timesteps} timesteps")
     sampler = make_sampler(cfg.sampler, schedule, prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
-    print(f"sample: {cfg.n_samples} images with {cfg.sampler} ({cfg.steps} steps, {cfg.spacing} spacing)")
+    labels = class_labels(unet, cfg.classes, cfg.n_samples)  # (N,) for a class model, else None
+    w = cfg.guidance_scale
+    guided = f", classes {sorted(set(labels.tolist()))}, guidance scale {w:g}" if labels is not None else ""
+    print(f"sample: {cfg.n_samples} images with {cfg.sampler} ({cfg.steps} steps, {cfg.spacing} spacing{guided})")
     images = generate(unet, vae, extra["scale_factor"], sampler, cfg.steps, cfg.n_samples, cfg.batch_size,
-                      params.seed, device)  # fmt: skip
-    save_arrays(args.samples, {"images": images}, {"sampler": cfg.sampler, "steps": cfg.steps})
-    save_image(args.grid, image_grid(images[: cfg.grid_size]))
+                      params.seed, device, labels=labels, guidance_scale=w)  # fmt: skip
+    arrays, meta = {"images": images}, {"sampler": cfg.sampler, "steps": cfg.steps}
+    if labels is not None:  # a class model: each sample's class, the class names and the guidance beside them
+        arrays["labels"] = labels = labels.numpy()
+        meta.update(guidance_scale=w, nfe=nfe(sampler, unet, w), classes=extra["classes"])
+    save_arrays(args.samples, arrays, meta)
+    save_image(args.grid, sample_grid(images, labels, cfg.grid_size))

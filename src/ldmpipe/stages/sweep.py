@@ -5,7 +5,9 @@ steps can I afford?  Every step count draws the same ``sweep.n_samples`` per-sam
 and spacings are compared on common random numbers, and every row's small grid shows the same first
 ``sweep.grid_size`` images.  Wall time differs between runs by nature, so it goes to the uncached
 ``--timing`` file only: the rows (``--out``) and the grids are the same bytes run after run.
-``sweep_reference`` (DDPM with all T steps) measures its row with the same functions.
+``sweep_reference`` (DDPM with all T steps) measures its row with the same functions.  A class model
+samples as the ``sample`` stage does (``sample.classes``, ``sample.guidance_scale``); NFE then counts
+both passes of guidance.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from .. import runtime
 from ..config import Params
 from ..constants import SAMPLERS, SPACINGS
 from ..evaluation import Reference
-from ..generate import generate, make_sampler, schedule_of
+from ..generate import class_labels, generate, make_sampler, nfe, schedule_of
 from ..io import load_arrays, save_image, write_json
 from ..metrics import extract, inception_score
 from ..models.autoencoder import Autoencoder, load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
 from ..models.unet import UNet
-from ..plotting import image_grid, titled_panels
+from ..plotting import sample_grid, titled_panels
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,20 +76,22 @@ def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_li
     cfg, d = params.sweep, m.extra["diffusion"]
     sampler = make_sampler(sampler_name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=params.sample.eta)
     rows, panels, timing = [], [], {}
+    labels, w = class_labels(m.unet, params.sample.classes, cfg.n_samples), params.sample.guidance_scale
     for steps in steps_list:
         start = time.perf_counter()
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, cfg.n_samples, cfg.batch_size,
-                          params.seed, m.device, progress=False)  # (N, H, W, C) uint8; fmt: skip
+                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w)  # (N, H, W, C) uint8; fmt: skip
         seconds = time.perf_counter() - start
         feats, probs = extract(m.evaluator.features, m.evaluator.head, images, cfg.batch_size, m.device)
         fid = m.reference.fid(feats)
         is_mean, _ = inception_score(probs, params.evaluate.is_splits)
-        rows.append({"sampler": sampler_name, "spacing": spacing, "steps": steps, "nfe": sampler.nfe, "fid": fid,
+        n = nfe(sampler, m.unet, w)
+        rows.append({"sampler": sampler_name, "spacing": spacing, "steps": steps, "nfe": n, "fid": fid,
                      "is_mean": is_mean, "reference": reference, "label": label})  # fmt: skip
-        text = [f"{steps} steps, {sampler.nfe} NFE", f"FID {fid:.2f}, IS {is_mean:.2f}"]
-        panels.append((text, image_grid(images[: cfg.grid_size])))
+        text = [f"{steps} steps, {n} NFE", f"FID {fid:.2f}, IS {is_mean:.2f}"]
+        panels.append((text, sample_grid(images, None if labels is None else labels.numpy(), cfg.grid_size)))
         timing[f"seconds_{steps}_steps"] = round(seconds, 3)
-        print(f"sweep: {label}: {steps:4d} steps, {sampler.nfe:4d} NFE: FID {fid:8.3f}, IS {is_mean:.3f} ({seconds:.1f} s)")
+        print(f"sweep: {label}: {steps:4d} steps, {n:4d} NFE: FID {fid:8.3f}, IS {is_mean:.3f} ({seconds:.1f} s)")
     return rows, panels, timing
 
 

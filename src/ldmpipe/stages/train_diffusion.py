@@ -5,20 +5,27 @@ optionally Min-SNR-γ weighted
 (Hang et al. 2023), AdamW with linear warm-up,
 gradient clipping, EMA weights; the EMA weights are the stage's output, stored with the noise
 schedule and the latent scale factor so that sampling needs nothing else.
+
+``diffusion.conditioning: class`` trains a class-conditional UNet for classifier-free guidance (Ho &
+Salimans 2022): each batch's labels go to the null class with probability ``diffusion.cond_drop``, and
+the class names are stored with the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
 from .. import runtime
 from ..config import Params, to_dict
 from ..diffusion.diagnostics import COLUMNS, probe_timesteps, timestep_errors
+from ..diffusion.guidance import drop_labels
 from ..diffusion.loss import diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
-from ..io import load_arrays, save_figure, write_text
+from ..io import ArtifactError, load_arrays, save_figure, write_text
 from ..models.checkpoint import save_model
 from ..models.unet import UNet
 from ..plotting import timestep_error_figure
@@ -28,6 +35,7 @@ from ..training import TrainSettings, batch_indices, checkpointing, train_loop
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latents", required=True, help="input: train latents with their scale factor")
+    p.add_argument("--meta", required=True, help="input: dataset meta (.json), for the class names")
     p.add_argument("--model", required=True, help="output: EMA weights of the UNet (.safetensors)")
     p.add_argument("--live", required=True, help="output: DVCLive folder (loss curve, summary)")
     p.add_argument("--val-latents", required=True, help="input: validation latents, for the per-timestep error")
@@ -41,10 +49,12 @@ def run(args: argparse.Namespace, params: Params) -> None:
     arrays, meta = load_arrays(args.latents)
     scale = float(meta["scale_factor"])
     data = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w), unit std
+    classes = class_names(args.meta) if d.conditioning == "class" else []
+    labels = torch.from_numpy(arrays["labels"]).long().to(device)  # (N,)
     torch.manual_seed(runtime.stage_seed(params.seed, "train_diffusion.init"))
     u = params.unet
     unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
-                u.attention_resolutions, u.dropout).to(device)  # fmt: skip
+                u.attention_resolutions, u.dropout, num_classes=len(classes)).to(device)  # fmt: skip
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
                                          rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
@@ -52,15 +62,20 @@ def run(args: argparse.Namespace, params: Params) -> None:
     batches = batch_indices(len(data), cfg.batch_size, gen)
 
     def loss_fn(step: int):
-        x0 = data[next(batches).to(device)]
+        idx = next(batches).to(device)
+        x0, model = data[idx], unet
+        if classes:  # labels (B,), each dropped to the null class with probability cond_drop
+            y = drop_labels(labels[idx], d.cond_drop, unet.null_class, gen)
+            model = lambda x, t: unet(x, t, y)  # noqa: E731
         with runtime.autocast(device, cfg.bf16):
-            loss = diffusion_loss(unet, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma)
+            loss = diffusion_loss(model, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma)
         return loss, {"loss": loss.item()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                              grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every)  # fmt: skip
     n_params = sum(p.numel() for p in unet.parameters())
-    print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}, {device}")
+    what = f", conditional on {len(classes)} classes (label dropout {d.cond_drop:g})" if classes else ""
+    print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}{what}, {device}")
     config = {"seed": params.seed, "diffusion": to_dict(d), "unet": to_dict(u), "train": to_dict(cfg)}
     ckpt = checkpointing("train_diffusion", cfg.checkpoint_every, config, [args.latents])
     with live_logger(args.live) as live:
@@ -68,21 +83,46 @@ def run(args: argparse.Namespace, params: Params) -> None:
                          checkpointing=ckpt, extra_state={"generator": gen, "batches": batches})  # fmt: skip
         live.summary["parameters"] = n_params
         # Is the EMA model sound at every noise level? x0/target MSE on held-out latents at >= 12 timesteps
-        rows = timestep_report(ema.model.eval(), schedule, d.prediction, args.val_latents, scale, params.seed, device)
+        rows = timestep_report(ema.model.eval(), schedule, d.prediction, args.val_latents, scale, params.seed, device,
+                               conditional=bool(classes))  # fmt: skip
         live.summary["x0_mse_last_t"] = rows[-1]["x0_mse"]  # at t = T-1, where trailing/DDPM sampling starts
         live.summary["x0_mse_max"] = max(r["x0_mse"] for r in rows)
     write_text(args.timestep_error, "\t".join(COLUMNS) + "\n" + "".join(
         "\t".join(f"{r[c]:.6g}" for c in COLUMNS) + "\n" for r in rows))  # fmt: skip
     save_figure(args.timestep_figure, timestep_error_figure(rows, d.prediction))
-    save_model(ema.model, args.model, extra={"scale_factor": scale, "diffusion": to_dict(d)})
+    save_model(ema.model, args.model, extra=checkpoint_extra(d, scale, classes))
     ckpt.discard()
 
 
-def timestep_report(model, schedule, prediction, val_path, scale, seed, device) -> list[dict[str, float]]:
-    """`timestep_errors` of ``model`` on the scaled validation latents, printed where it matters."""
-    x0 = torch.from_numpy(load_arrays(val_path)[0]["latents"]).float().mul_(scale).to(device)  # (N, z, h, w)
+def class_names(meta: str) -> list[str]:
+    """The dataset's class names, in label order, from prepare's meta file."""
+    try:
+        return list(json.loads(Path(meta).read_text())["classes"])
+    except FileNotFoundError:
+        raise ArtifactError(f"{meta}: file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ArtifactError(f"{meta}: not a dataset meta file (.json with a 'classes' list)") from None
+
+
+def checkpoint_extra(d, scale: float, classes: list[str]) -> dict:
+    """What sampling needs beside the weights: the scale factor, the diffusion params and, for a class
+    model, the class names. An unconditional model's extras leave out the conditioning keys, so its
+    checkpoint is byte for byte what it was before they existed."""
+    diffusion = to_dict(d)
+    if not classes:
+        del diffusion["conditioning"], diffusion["cond_drop"]
+    return {"scale_factor": scale, "diffusion": diffusion, **({"classes": classes} if classes else {})}
+
+
+def timestep_report(model, schedule, prediction, val_path, scale, seed, device, conditional: bool = False) -> list[dict[str, float]]:
+    """`timestep_errors` of ``model`` on the scaled validation latents (a class model: given their true
+    labels), printed where it matters."""
+    arrays = load_arrays(val_path)[0]
+    x0 = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w)
+    labels = torch.from_numpy(arrays["labels"]).long().to(device) if conditional else None  # (N,)
     ts = probe_timesteps(schedule.num_timesteps)
-    rows = timestep_errors(model, schedule, x0, prediction, ts, runtime.generator(seed, "train_diffusion.timestep_error"))
+    gen = runtime.generator(seed, "train_diffusion.timestep_error")
+    rows = timestep_errors(model, schedule, x0, prediction, ts, gen, labels=labels)
     worst = ", ".join(f"t={r['t']}: {r['x0_mse']:.3g}" for r in rows[-3:])
     print(f"train_diffusion: x0-MSE of the EMA model on {len(x0)} validation latents at high noise: {worst}")
     return rows

@@ -5,6 +5,7 @@
 #
 #   snakemake --cores 2            # the whole pipeline
 #   snakemake --cores 2 sample     # up to one stage
+#   snakemake --report report.html # Snakemake's own report of a finished run
 #
 # dvc.yaml features translated here: a `matrix` stage becomes one rule with a wildcard per matrix
 # key (`${item.key}` -> `{key}`, values from the matrix or from params.yaml; DVC's entry
@@ -15,8 +16,11 @@ import itertools
 import re
 
 import yaml
+from snakemake.exceptions import WorkflowError
 
 configfile: "params.yaml"
+
+report: "captions/workflow.rst"
 
 DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
 
@@ -24,6 +28,33 @@ DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
 # thread count, which ldmpipe fixes itself), and the diffusion training rule asks for the GPU.
 LIGHT = {"prepare", "report"}
 RESOURCES = {"train_diffusion": {"gpu": 1}}
+
+# Snakemake's report (`snakemake --report report.html`): every metric and plot that dvc.yaml declares,
+# and the HTML report, under its stage's category, captioned by captions/<stage>.rst (matrix entries
+# get one subcategory each). Presentation only: the graph is still dvc.yaml's.
+CATEGORIES = {
+    "prepare": "Data",
+    "train_vae": "Autoencoder",
+    "encode": "Autoencoder",
+    "evaluate_vae": "Autoencoder",
+    "train_evaluator": "Evaluator",
+    "train_diffusion": "Diffusion model",
+    "sample": "Samples and metrics",
+    "evaluate": "Samples and metrics",
+    "sweep": "Sampler sweep",
+    "sweep_reference": "Sampler sweep",
+    "sweep_report": "Sampler sweep",
+    "guidance_sweep": "Guidance sweep",
+    "report": "Report",
+}
+
+
+def all_cores():
+    """--cores; 1 where none is given (`snakemake --report report.html`, which runs no job)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def lookup(value):
@@ -57,6 +88,14 @@ def matrix(stage):
 
 def outputs(stage):
     return [wildcarded(p) for p in paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))]
+
+
+def marked_outputs(name, stage):
+    """outputs(stage), its metrics, plots and HTML pages flagged for Snakemake's report."""
+    shown = {wildcarded(p) for p in paths(stage.get("metrics")) + paths(stage.get("plots"))}
+    sub = " ".join("{" + k + "}" for k in matrix(stage)) or None
+    flag = lambda p: report(p, caption=f"captions/{name}.rst", category=CATEGORIES[name], subcategory=sub)
+    return [flag(p) if p in shown or p.endswith(".html") else p for p in outputs(stage)]
 
 
 def concrete_outputs(stage):
@@ -103,7 +142,7 @@ for _name, _stage in DVC.items():
         input:
             inputs(_stage),
         output:
-            outputs(_stage),
+            marked_outputs(_name, _stage),
         params:
             # bound here: a `shell:` expression is evaluated after this loop ends
             cmd=lambda wildcards, c=_cmd: c.format(**wildcards),
@@ -112,7 +151,7 @@ for _name, _stage in DVC.items():
             "logs/" + _name + "".join("-{" + k + "}" for k in _m) + ".log",
         wildcard_constraints:
             **{k: "|".join(map(re.escape, v)) for k, v in _m.items()},
-        threads: 1 if _name in LIGHT else workflow.cores
+        threads: 1 if _name in LIGHT else all_cores()
         resources:
             **RESOURCES.get(_name, {}),
         shell:

@@ -4,6 +4,7 @@ Shared by the ``sample``, ``sweep`` and ``guidance_sweep`` stages.  Sample i sta
 (derived from the global seed and i), so it does not depend on the batch size or on how many are
 drawn; from a class-conditional model it is also drawn from its own class, a function of i alone
 (`guidance.sample_classes`), with classifier-free guidance at scale w (`guidance.GuidedModel`).
+``trajectory`` replays the first samples and shows x_t and the predicted x0 along the way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .config import ConfigError
 from .diffusion import SAMPLERS
 from .diffusion.guidance import GuidedModel, passes, sample_classes
 from .diffusion.noise import sample_generators
+from .diffusion.parameterization import predict_x0
 from .diffusion.sampling import sample_loop
 from .diffusion.schedule import NoiseSchedule
 from .images import to_uint8
@@ -84,3 +86,43 @@ def class_labels(unet: UNet, classes: tuple[int, ...] | None, n: int) -> torch.T
 def nfe(sampler, unet: UNet, guidance_scale: float) -> int:
     """Network evaluations per sample: the sampler's, times the passes per step of a guided class model."""
     return sampler.nfe * (passes(guidance_scale) if unet.num_classes else 1)
+
+
+def trajectory(
+    unet: UNet,
+    vae: Autoencoder,
+    scale_factor: float,
+    sampler,
+    steps: int,
+    seed: int,
+    n: int = 4,
+    columns: int = 8,
+    device: torch.device | str = "cpu",
+    labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """The reverse process of the first ``n`` samples (their own seeds, as in ``generate``), seen at
+    ``columns`` network evaluations evenly spaced from the first to the last: the network's input x_t
+    and the clean sample x̂0 its output implies there (``parameterization.predict_x0``), both decoded.
+
+    Returns ([(evaluation index, t)] of the K columns, x_t images uint8 (n, K, H, W, C), x̂0 images
+    (n, K, H, W, C)); the last x̂0 is (nearly) the sample itself. A class model samples as in ``generate``
+    (``labels`` of all samples, the first n used; x̂0 from the guided output)."""
+    sampler.set_timesteps(steps)
+    keep = sorted({int(round(float(i))) for i in np.linspace(0, sampler.nfe - 1, min(columns, sampler.nfe))})
+    abar, seen = sampler.schedule.alphas_cumprod, {}
+
+    def record(i: int, t: int, x_t: torch.Tensor, out: torch.Tensor) -> None:  # x_t, out: (n, z, h, w)
+        if i in keep:
+            seen[i, t] = (x_t.clone(), predict_x0(sampler.prediction, out, x_t, float(abar[t])))
+
+    shape = (n, unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
+    gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in range(n)])
+    model = unet if labels is None else GuidedModel(unet, labels[:n], unet.null_class, guidance_scale)
+    sample_loop(model, sampler, shape, gens, device, progress=False, callback=record)
+
+    def decoded(k: int) -> np.ndarray:  # column by column: (n, z, h, w) -> uint8 (n, H, W, C); stacked (n, K, H, W, C)
+        with torch.no_grad():
+            return np.stack([to_uint8(vae.decode_latents(z[k] / scale_factor)) for z in seen.values()], axis=1)
+
+    return list(seen), decoded(0), decoded(1)

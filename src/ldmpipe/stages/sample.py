@@ -4,6 +4,8 @@ Sample i starts from its own seed (derived from ``seed`` and i), so it does not 
 batch size or on how many samples are drawn.  A class-conditional model draws sample i from class
 ``sample.classes[i mod len]`` (all classes by default) with classifier-free guidance at
 ``sample.guidance_scale``; the labels are saved with the images, and the grid has one row per class.
+The trajectory figure replays the first samples' reverse process and shows x_t and the predicted x̂0
+at about 8 evenly spaced evaluations.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import argparse
 
 from .. import runtime
 from ..config import ConfigError, Params
-from ..generate import class_labels, generate, make_sampler, nfe, schedule_of
+from ..generate import class_labels, generate, make_sampler, nfe, schedule_of, trajectory
 from ..io import save_arrays, save_image
 from ..models.autoencoder import load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.unet import UNet
-from ..plotting import sample_grid
+from ..plotting import sample_grid, trajectory_figure
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", required=True, help="input: autoencoder weights")
     p.add_argument("--samples", required=True, help="output: generated images, uint8 (.safetensors)")
     p.add_argument("--grid", required=True, help="output: grid of the first samples (.png)")
+    p.add_argument("--trajectory", required=True, help="output: x_t and predicted x0 along the first samples' reverse process (.png)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -45,7 +48,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
                       params.seed, device, labels=labels, guidance_scale=w)  # fmt: skip
     arrays, meta = {"images": images}, {"sampler": cfg.sampler, "steps": cfg.steps}
     if labels is not None:  # a class model: each sample's class, the class names and the guidance beside them
-        arrays["labels"] = labels = labels.numpy()
+        arrays["labels"] = labels.numpy()
         meta.update(guidance_scale=w, nfe=nfe(sampler, unet, w), classes=extra["classes"])
     save_arrays(args.samples, arrays, meta)
-    save_image(args.grid, sample_grid(images, labels, cfg.grid_size))
+    save_image(args.grid, sample_grid(images, arrays.get("labels"), cfg.grid_size))
+    columns, x_t, x0 = trajectory(unet, vae, extra["scale_factor"], sampler, cfg.steps, params.seed, device=device,
+                                  labels=labels, guidance_scale=w)  # fmt: skip
+    title = f"{cfg.sampler}, {cfg.steps} {cfg.spacing} steps: x_t (upper) and predicted x0 (lower) of samples 0-{len(x_t) - 1}"
+    save_image(args.trajectory, trajectory_figure(columns, sampler.nfe, x_t, x0, title))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -48,7 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# stages that train data-parallel under torchrun when train.nproc > 1
+DATA_PARALLEL = {"train-vae", "train-evaluator", "train-diffusion"}
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Rerun this very command as ``torchrun --standalone --nproc-per-node N -m ldmpipe ...``.
+
+    Each worker prints its own one-line error; the launcher returns the first failure's exit code.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # ldmpipe sets each worker's threads itself
+    os.environ["LDMPIPE_LAUNCHER_PID"] = str(os.getpid())  # workers die with this process
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "ldmpipe", *argv]))
+    except ChildFailedError as e:
+        return e.get_first_failure()[1].exitcode or 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from .data import DataError
     from .io import ArtifactError
@@ -69,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             compare(args.repo, args.revs, args.num, args.out, args.figure)
             return 0
         params = load_params(args.params)
+        if args.command in DATA_PARALLEL and params.train.nproc > 1 and "LOCAL_RANK" not in os.environ:
+            return launch(argv, params.train.nproc)
         module = importlib.import_module(f"ldmpipe.stages.{STAGES[args.command][0]}")
         module.run(args, params)
     except (ConfigError, DataError) as e:

@@ -153,6 +153,7 @@ class TrainConfig:
     log_every: int = spec(positive)
     checkpoint_every: int = spec(non_negative)
     bf16: bool = spec()
+    nproc: int = spec(positive)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from .. import runtime
+from .. import distributed, runtime
 from ..config import Params, to_dict
 from ..diffusion.loss import diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: Params) -> None:
     cfg, d = params.train, params.diffusion
     device = runtime.setup(params.device)
+    shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
+    shard.check(cfg.batch_size, "train.batch_size")
     arrays, meta = load_arrays(args.latents)
     scale = float(meta["scale_factor"])
     data = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w), unit std
@@ -44,23 +46,28 @@ def run(args: argparse.Namespace, params: Params) -> None:
                                          rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
     gen = runtime.generator(params.seed, "train_diffusion.batches")
-    batches = batch_indices(len(data), cfg.batch_size, gen)
+    batches = batch_indices(len(data), cfg.batch_size, gen)  # global batches: the same on every rank
+    net = distributed.wrap(unet, shard)
 
     def loss_fn(step: int):
-        x0 = data[next(batches).to(device)]
+        x0 = data[runtime.to_device(shard.take(next(batches)), device)]  # this rank's slice (B / N, z, h, w)
         with runtime.autocast(device, cfg.bf16):
-            loss = diffusion_loss(unet, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma)
-        return loss, {"loss": loss.item()}
+            loss = diffusion_loss(net, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma, shard=shard)
+        return loss, {"loss": loss.detach()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                              grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every)  # fmt: skip
     n_params = sum(p.numel() for p in unet.parameters())
-    print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}, {device}")
+    if shard.main:
+        print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}, "
+              f"{device}" + (f" x {shard.world} processes" if shard.world > 1 else ""))  # fmt: skip
     config = {"seed": params.seed, "diffusion": to_dict(d), "unet": to_dict(u), "train": to_dict(cfg)}
     ckpt = checkpointing("train_diffusion", cfg.checkpoint_every, config, [args.latents])
-    with live_logger(args.live) as live:
+    with live_logger(args.live, enabled=shard.main) as live:
         ema = train_loop(unet, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_diffusion",
-                         checkpointing=ckpt, extra_state={"generator": gen, "batches": batches})  # fmt: skip
+                         checkpointing=ckpt, extra_state={"generator": gen, "batches": batches}, shard=shard)  # fmt: skip
         live.summary["parameters"] = n_params
-    save_model(ema.model, args.model, extra={"scale_factor": scale, "diffusion": to_dict(d)})
-    ckpt.discard()
+    if shard.main:  # only rank 0 writes; the others wait for it
+        save_model(ema.model, args.model, extra={"scale_factor": scale, "diffusion": to_dict(d)})
+        ckpt.discard()
+    distributed.barrier(shard)

@@ -7,18 +7,18 @@ import argparse
 
 import torch
 
-from .. import runtime
+from .. import distributed, runtime
 from ..autoencoder_metrics import recon_metrics, reconstruct
-from ..config import Params, VAEConfig, to_dict
+from ..config import ConfigError, Params, VAEConfig, to_dict
 from ..io import load_arrays, save_image
-from ..images import to_model_input
+from ..images import tensor_to_model_input
 from ..models.autoencoder import build_autoencoder
 from ..models.checkpoint import save_model
 from ..models.discriminator import PatchDiscriminator
 from ..plotting import pair_grid
 from ..tracking import live_logger, log_step
 from ..training import TrainSettings, batch_indices, checkpointing, train_loop
-from ..training.autoencoder import Adversary, autoencoder_loss
+from ..training.autoencoder import Adversary, TrainingForward, autoencoder_loss
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,9 +40,13 @@ def vq_settings(cfg: VAEConfig) -> dict:
 def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.vae
     device = runtime.setup(params.device)
+    shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
+    shard.check(cfg.batch_size, "vae.batch_size")
+    if shard.world > 1 and cfg.disc_weight > 0:
+        raise ConfigError("vae.disc_weight > 0 needs train.nproc: 1 (the PatchGAN's BatchNorm statistics would be per process)")
     train, _ = load_arrays(args.train)
     val, _ = load_arrays(args.val)
-    images = torch.from_numpy(train["images"])  # (N, H, W, C) uint8, stays on CPU
+    images = runtime.resident(torch.from_numpy(train["images"]), device)  # (N, H, W, C) uint8
     torch.manual_seed(runtime.stage_seed(params.seed, "train_vae.init"))
     vae = build_autoencoder(cfg.kind, images.shape[-1], cfg.channels, cfg.downsample, cfg.latent_channels,
                             **vq_settings(cfg)).to(device)  # fmt: skip
@@ -55,26 +59,32 @@ def run(args: argparse.Namespace, params: Params) -> None:
         adversary = Adversary(disc, disc_opt, cfg.disc_weight, cfg.disc_start)
     reg_weight = cfg.kl_weight if cfg.kind == "kl" else 1.0  # the VQ loss carries its own beta
     gen = runtime.generator(params.seed, "train_vae.batches")
-    batches = batch_indices(len(images), cfg.batch_size, gen)
+    batches = batch_indices(len(images), cfg.batch_size, gen)  # global batches: the same on every rank
+    forward = distributed.wrap(TrainingForward(vae), shard)
 
     def loss_fn(step: int):
-        x = to_model_input(images[next(batches)].numpy(), device)
-        return autoencoder_loss(vae, x, gen, reg_weight, step, adversary)
+        idx = shard.take(next(batches))  # this rank's slice of the global batch
+        x = tensor_to_model_input(runtime.to_device(images[runtime.to_device(idx, images.device)], device))
+        return autoencoder_loss(vae, x, gen, reg_weight, step, adversary, shard, forward)
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(100, cfg.steps // 10), grad_clip=1.0,
                              log_every=max(1, cfg.steps // 100))  # fmt: skip
-    ckpt = checkpointing("train_vae", params.train.checkpoint_every, {"seed": params.seed, "vae": to_dict(cfg)}, [args.train])
+    config = {"seed": params.seed, "vae": to_dict(cfg), "nproc": params.train.nproc}
+    ckpt = checkpointing("train_vae", params.train.checkpoint_every, config, [args.train])
     state = {"generator": gen, "batches": batches}
     if adversary is not None:
         state.update(discriminator=adversary.disc, disc_optimizer=adversary.opt)
-    with live_logger(args.live) as live:
+    with live_logger(args.live, enabled=shard.main) as live:
         train_loop(vae, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_vae",
-                   checkpointing=ckpt, extra_state=state)  # fmt: skip
-        recons = reconstruct(vae, val["images"], device)
-        metrics = recon_metrics(val["images"], recons)
-        for k, v in metrics.items():
-            live.summary[k] = v
-    save_model(vae, args.model)
-    save_image(args.grid, pair_grid(val["images"][:32], recons[:32]))
-    ckpt.discard()
-    print(f"train_vae ({cfg.kind}): val MSE {metrics['val_mse']:.5f}, PSNR {metrics['val_psnr']:.2f} dB")
+                   checkpointing=ckpt, extra_state=state, shard=shard)  # fmt: skip
+        if shard.main:  # only rank 0 evaluates and writes; the others wait for it
+            recons = reconstruct(vae, val["images"], device)
+            metrics = recon_metrics(val["images"], recons)
+            for k, v in metrics.items():
+                live.summary[k] = v
+    if shard.main:
+        save_model(vae, args.model)
+        save_image(args.grid, pair_grid(val["images"][:32], recons[:32]))
+        ckpt.discard()
+        print(f"train_vae ({cfg.kind}): val MSE {metrics['val_mse']:.5f}, PSNR {metrics['val_psnr']:.2f} dB")
+    distributed.barrier(shard)

@@ -111,10 +111,11 @@ def _window_values(window: dict[str, list[Any]], shard: Shard) -> dict[str, list
     the ranks' slices are equal): one device sync."""
     out = {}
     for k, values in window.items():
-        per_step = torch.stack([torch.as_tensor(v).detach().double().cpu() for v in values])
+        steps = [torch.as_tensor(v).detach().double() for v in values]  # device tensors; floats after a resume
+        per_step = torch.stack([v.to(steps[-1].device) for v in steps])
         if shard.world > 1:
-            per_step = distributed.mean(per_step.to(_comm_device()), shard).cpu()
-        out[k] = per_step.tolist()
+            per_step = distributed.mean(per_step.to(_comm_device()), shard)
+        out[k] = per_step.cpu().tolist()
     return out
 
 

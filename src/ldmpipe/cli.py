@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             return launch(argv, params.train.nproc)
         module = importlib.import_module(f"ldmpipe.stages.{STAGES[args.command][0]}")
         module.run(args, params)
+        if args.command in DATA_PARALLEL:
+            from .distributed import shutdown
+
+            shutdown()  # leave the process group (a no-op for one process)
     except (ConfigError, DataError) as e:
         print(f"ldmpipe {args.command}: error: {e}", file=sys.stderr)
         return 2

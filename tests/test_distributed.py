@@ -134,4 +134,4 @@ def test_nproc_must_match_the_processes_started(work):
     assert "train.nproc is 1 but 2 process(es) were started" in r.stderr
     two = params_with(work, "odd.yaml", nproc=2, batch_size=31)
     r = launch(work, "train_diffusion", "bad", two)
-    assert r.returncode == 2 and "train.batch_size must be divisible by the number of processes (2), got 31" in r.stderr
+    assert r.returncode == 2 and r.stderr.strip() == "ldmpipe train-diffusion: error: train.batch_size must be divisible by train.nproc (2), got 31"

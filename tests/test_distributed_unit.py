@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ldmpipe.config import ConfigError
+from conftest import write_params
+from ldmpipe.config import ConfigError, load_params
 from ldmpipe.distributed import WHOLE, Shard
 
 
@@ -36,7 +37,15 @@ def test_one_process_draws_what_the_single_process_code_drew():
     assert torch.equal(WHOLE.randint(10, 4, gen_b), t) and torch.equal(WHOLE.randn((4, 3), gen_b), eps)
 
 
-def test_batch_must_split_evenly():
-    Shard(0, 2).check(32, "train.batch_size")
-    with pytest.raises(ConfigError, match=r"train.batch_size must be divisible by the number of processes \(3\), got 32"):
-        Shard(1, 3).check(32, "train.batch_size")
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["train"].update(nproc=2, batch_size=31), r"train.batch_size must be divisible by train.nproc \(2\), got 31"),
+        (lambda p: p["train"].update(nproc=3), r"vae.batch_size must be divisible by train.nproc \(3\), got 16"),
+        (lambda p: (p["train"].update(nproc=2), p["vae"].update(disc_weight=0.1)), r"vae.disc_weight must be 0 when train.nproc > 1"),
+    ],
+)
+def test_data_parallel_params_are_checked_before_any_work(tmp_path, tiny_params, change, message):
+    change(tiny_params)
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(tmp_path / "p.yaml", tiny_params))

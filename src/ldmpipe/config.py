@@ -276,6 +276,13 @@ def check_consistency(p: Params) -> None:
             f"vae.disc_start must be smaller than vae.steps ({p.vae.steps}) when vae.disc_weight > 0 "
             f"(else the discriminator never starts), got {p.vae.disc_start}"
         )
+    for key, size in (("vae.batch_size", p.vae.batch_size), ("evaluator.batch_size", p.evaluator.batch_size),
+                      ("train.batch_size", p.train.batch_size)):  # fmt: skip
+        if size % p.train.nproc:  # each data-parallel process takes an equal slice of every batch
+            raise ConfigError(f"{key} must be divisible by train.nproc ({p.train.nproc}), got {size}")
+    if p.train.nproc > 1 and p.vae.disc_weight > 0:
+        raise ConfigError("vae.disc_weight must be 0 when train.nproc > 1 (the PatchGAN's BatchNorm statistics "
+                          f"would be per process), got {p.vae.disc_weight}")  # fmt: skip
     vectors = p.vae.batch_size * (p.data.image_size // p.vae.downsample) ** 2
     if p.vae.kind == "vq" and p.vae.dead_code_threshold > 0 and p.vae.codebook_size > vectors:
         raise ConfigError(

@@ -27,10 +27,6 @@ class Shard:
         """Rank 0: the one process that writes outputs, curves and resumable state."""
         return self.rank == 0
 
-    def check(self, batch_size: int, key: str) -> None:
-        if batch_size % self.world:
-            raise ConfigError(f"{key} must be divisible by the number of processes ({self.world}), got {batch_size}")
-
     def take(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous slice of a global batch (B, ...) -> (B / world, ...)."""
         n = batch.shape[0] // self.world

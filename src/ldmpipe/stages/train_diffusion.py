@@ -34,7 +34,6 @@ def run(args: argparse.Namespace, params: Params) -> None:
     cfg, d = params.train, params.diffusion
     device = runtime.setup(params.device)
     shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
-    shard.check(cfg.batch_size, "train.batch_size")
     arrays, meta = load_arrays(args.latents)
     scale = float(meta["scale_factor"])
     data = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w), unit std

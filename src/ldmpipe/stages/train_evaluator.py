@@ -42,7 +42,6 @@ def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.evaluator
     device = runtime.setup(params.device)
     shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
-    shard.check(cfg.batch_size, "evaluator.batch_size")
     train, train_meta = load_arrays(args.train)
     val, _ = load_arrays(args.val)
     images = runtime.resident(torch.from_numpy(train["images"]), device)  # (N, H, W, C) uint8

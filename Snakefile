@@ -8,8 +8,10 @@
 #   snakemake --profile profiles/slurm   # on a SLURM cluster (README: Run on a cluster)
 #
 # dvc.yaml features translated here: a `matrix` stage becomes one rule with a wildcard per matrix
-# key (`${item.key}` -> `{key}`, values from the matrix or from params.yaml), and a dependency on
-# a folder holding other stages' outputs becomes a dependency on those output files.
+# key (`${item.key}` -> `{key}`, values from the matrix or from params.yaml; DVC's entry
+# `sweep@ddim-leading` is the job with wildcards sampler=ddim, spacing=leading, each constrained to
+# its listed values so that `{sampler}-{spacing}` splits one way only), and a dependency on a folder
+# holding other stages' outputs becomes a dependency on those output files.
 import itertools
 import re
 

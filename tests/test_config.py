@@ -60,10 +60,23 @@ CASES = [
     (lambda p: p["data"].update(name="imagefolder", root=None), "data.root must name a folder"),
     (lambda p: p["diffusion"].update(zero_terminal_snr=True), "diffusion.prediction must be sample or v_prediction"),
     (lambda p: p["diffusion"].update(prediction="x0"), "diffusion.prediction must be one of epsilon, sample, v_prediction"),
+    # ill-conditioned: eps-prediction on a schedule that ends at abar < 1e-4 (cosine: 2.4e-9 at T = 1000; DDPM's linear
+    # at T = 1000: 4e-5); the message names the keys and the value
+    (lambda p: p["diffusion"].update(schedule="cosine", timesteps=1000),
+     "diffusion.prediction must be v_prediction or sample when diffusion.schedule cosine (T = 1000) ends at abar = 2.4e-09"),
+    (lambda p: p["diffusion"].update(schedule="linear", timesteps=1000),
+     "diffusion.prediction must be v_prediction or sample when diffusion.schedule linear (T = 1000) ends at abar = 4e-05"),
     (lambda p: p["sample"].update(spacing="even"), "sample.spacing must be one of leading, trailing, linspace"),
     (lambda p: p["sweep"].update(samplers=["ddim", "euler"]), "sweep.samplers must be a list whose items are each one of"),
     (lambda p: p["sweep"].update(samplers=["ddim", "ddim"]), "sweep.samplers must not repeat a name"),
     (lambda p: p["sweep"].update(steps=[5, 0]), "sweep.steps must be a list whose items are each positive"),
+    (lambda p: p["sweep"].update(spacings=["leading", "even"]), "sweep.spacings must be a list whose items are each one of leading, trailing, linspace"),
+    (lambda p: p["sweep"].update(spacings=["trailing", "trailing"]), "sweep.spacings must not repeat a name"),
+    (lambda p: p["sweep"].update(reference_steps=0), "sweep.reference_steps must be a positive integer, got 0"),
+    (lambda p: p["sweep"].update(reference_steps=101), "sweep.reference_steps must be at most diffusion.timesteps (100; null: all of them), got 101"),
+    (lambda p: p["sweep"].update(reference_steps=2.5), "sweep.reference_steps must be an integer, got 2.5"),
+    (lambda p: p["sweep"].pop("reference_steps"), "sweep.reference_steps is missing"),
+    (lambda p: p["sweep"].update(grid_size=31), "sweep.grid_size must be at most sweep.n_samples (30), got 31"),
     (lambda p: p["sample"].update(n_samples=3), "sample.n_samples must be at least evaluate.is_splits (5)"),
     (lambda p: p["evaluate"].update(inception="yes"), "evaluate.inception must be true or false, got 'yes'"),
     (lambda p: p["evaluate"].update(extractor="inception"), "evaluate.extractor is not a known key"),
@@ -84,8 +97,15 @@ CASES = [
     (lambda p: p.update(seed="zero"), "seed must be an integer, got 'zero'"),
     (lambda p: p["data"].update(count=0), "data.count must be a positive integer, got 0"),
     (lambda p: p["data"].update(name="mnist", root=None), "data.root must name the folder that holds"),
-    (lambda p: p["sample"].update(n_samples=12), "sample.n_samples must exceed the feature dimension (16, evaluator.feature_dim)"),
-    (lambda p: p["sweep"].update(n_samples=16), "sweep.n_samples must exceed the feature dimension (16"),
+    (lambda p: p["sample"].update(n_samples=12),
+     "sample.n_samples must exceed the feature dimension (28, evaluator.feature_dim and the block statistics of evaluator.stat_blocks)"),
+    (lambda p: p["sweep"].update(n_samples=16), "sweep.n_samples must exceed the feature dimension (28"),
+    (lambda p: p["evaluator"].update(stat_blocks=0, feature_dim=40), "sweep.n_samples must exceed the feature dimension (40, evaluator.feature_dim) for FID"),
+    (lambda p: p["evaluator"].update(stat_blocks=2), "sample.n_samples must exceed the feature dimension (60, evaluator.feature_dim and"),
+    (lambda p: p["evaluator"].update(stat_blocks=3), "evaluator.stat_blocks must be in [0, 2], got 3"),
+    (lambda p: p["evaluator"].update(stat_blocks=-1), "evaluator.stat_blocks must be in [0, 2], got -1"),
+    (lambda p: p["evaluator"].update(standardise="yes"), "evaluator.standardise must be true or false, got 'yes'"),
+    (lambda p: p["evaluator"].pop("stat_blocks"), "evaluator.stat_blocks is missing"),
     (lambda p: p["unet"].update(channel_mult=[1, 2, 2, 2, 2]), "unet.channel_mult has 5 levels, which needs a latent size (8) divisible by 16"),
     (lambda p: p.pop("evaluate"), "evaluate is missing"),
     (lambda p: p.update(data=[1, 2]), "data must be a mapping"),
@@ -227,3 +247,14 @@ def test_floats_without_a_dot_are_floats(tmp_path, tiny_params):
     path.write_text(path.read_text().replace("lr: 0.001", "lr: 2e-3", 1))
     assert "lr: 2e-3" in path.read_text()
     assert load_params(path).train.lr == 0.002
+
+
+@pytest.mark.parametrize("diffusion", [
+    {"schedule": "cosine", "timesteps": 1000, "prediction": "v_prediction"},
+    {"schedule": "cosine", "timesteps": 1000, "prediction": "sample"},
+    {"schedule": "scaled_linear", "timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "prediction": "epsilon"},
+    {"schedule": "linear", "timesteps": 100, "prediction": "epsilon"},  # the tiny config: ends at abar = 0.36
+])
+def test_well_conditioned_parameterisations_are_accepted(tmp_path, tiny_params, diffusion):
+    tiny_params["diffusion"].update(diffusion)
+    load_params(write_params(tmp_path / "params.yaml", tiny_params))

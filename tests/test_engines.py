@@ -50,7 +50,7 @@ def as_files(deps: list[str]) -> list[str]:
 
 
 def snakemake_jobs() -> dict[str, dict]:
-    """Jobs of a forced dry run: `rule` or `rule@wildcard` -> {input, output, log, shell}."""
+    """Jobs of a forced dry run: `rule` or `rule@value1-value2` (as DVC names matrix entries) -> {input, output, log, shell}."""
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -64,8 +64,8 @@ def snakemake_jobs() -> dict[str, dict]:
         elif current is not None and line.startswith("Shell command: "):
             current["shell"] = line.removeprefix("Shell command: ")
         if current is not None and "rule" in current and ("shell" in current or current["rule"] == "all"):
-            values = [w.split("=", 1)[1] for w in current.get("wildcards", [])]
-            jobs["@".join([current["rule"], *values])] = current
+            values = [w.split("=", 1)[1] for w in current.get("wildcards", [])]  # in the output pattern's order
+            jobs[current["rule"] + ("@" + "-".join(values) if values else "")] = current  # DVC: stage@v1-v2
             current = None if "shell" in current else current
     return jobs
 

@@ -73,7 +73,8 @@ def test_killed_repro_resumes_on_the_next_repro(repo):
     params["train"]["lr"] = 1.1e-3  # params that DVC's run-cache has not seen: the stage must run
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("ldmpipe train-diffusion --latents data/latents/train.safetensors --model ref/model.safetensors "
-       "--live ref/live", repo)  # the uninterrupted run, outside DVC
+       "--live ref/live --val-latents data/latents/val.safetensors --timestep-error ref/timestep_error.tsv "
+       "--timestep-figure ref/timestep_error.png", repo)  # the uninterrupted run, outside DVC
     reference = (repo / "ref" / "model.safetensors").read_bytes()
     before = states(repo)
     run = start("dvc repro train_diffusion", repo)

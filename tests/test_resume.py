@@ -26,7 +26,8 @@ HELPER = Path(__file__).parent / "helpers" / "kill_at_step.py"
 EVERY = 3  # checkpoint_every in these tests; the tiny config trains each model for 30 steps
 STEPS = 30
 ARGS = {  # stage module -> ldmpipe arguments, outputs under {out}
-    "train_diffusion": "train-diffusion --latents d/latents.safetensors --model {out}/model.safetensors --live {out}/live",
+    "train_diffusion": "train-diffusion --latents d/latents.safetensors --model {out}/model.safetensors --live {out}/live "
+    "--val-latents d/val_latents.safetensors --timestep-error {out}/timestep_error.tsv --timestep-figure {out}/timestep_error.png",
     "train_vae": "train-vae --train d/train.safetensors --val d/val.safetensors --model {out}/model.safetensors "
     "--live {out}/live --grid {out}/grid.png",
     "train_evaluator": "train-evaluator --train d/train.safetensors --val d/val.safetensors "

@@ -115,6 +115,8 @@ class VAEConfig:
 class EvaluatorConfig:
     channels: int = spec(positive)
     feature_dim: int = spec(positive)
+    stat_blocks: int = spec(between(0, 2))
+    standardise: bool = spec()
     steps: int = spec(positive)
     batch_size: int = spec(positive)
     lr: float = spec(positive)
@@ -170,9 +172,12 @@ class SampleConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     samplers: tuple[str, ...] = spec(each(one_of(*SAMPLERS)))
+    spacings: tuple[str, ...] = spec(each(one_of(*SPACINGS)))
     steps: tuple[int, ...] = spec(each(positive))
+    reference_steps: int | None = spec(positive)  # None: all diffusion.timesteps
     n_samples: int = spec(positive)
     batch_size: int = spec(positive)
+    grid_size: int = spec(positive)
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,20 @@ def parse_section(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
+# eps-prediction is refused below this final abar (x0 error >= 1e4 x the eps error at t = T-1). Latent
+# diffusion's scaled_linear ends at 4.7e-3; DDPM's linear at T = 1000 ends at 4e-5, which worked in
+# pixel space only with x0 clipped to [-1, 1], a range latents do not have.
+MIN_EPSILON_FINAL_ABAR = 1e-4
+
+
+def final_abar(d: DiffusionConfig) -> float:
+    """abar_{T-1} of the configured schedule (0 with zero terminal SNR)."""
+    from .diffusion.schedule import make_betas  # torch: imported only when a config is checked
+
+    betas = make_betas(d.schedule, d.timesteps, d.beta_start, d.beta_end, rescale_zero_terminal_snr=d.zero_terminal_snr)
+    return float((1.0 - betas).prod())
+
+
 def check_consistency(p: Params) -> None:
     """Cross-key rules that no single value can break alone."""
     if p.data.image_size % p.vae.downsample:
@@ -302,21 +321,42 @@ def check_consistency(p: Params) -> None:
             "diffusion.prediction must be sample or v_prediction when diffusion.zero_terminal_snr is true "
             "(at zero SNR a noise prediction says nothing about the image; Lin et al. 2024), got epsilon"
         )
+    if p.diffusion.prediction == "epsilon" and (abar := final_abar(p.diffusion)) < MIN_EPSILON_FINAL_ABAR:
+        d = p.diffusion
+        raise ConfigError(
+            f"diffusion.prediction must be v_prediction or sample when diffusion.schedule {d.schedule} "
+            f"(T = {d.timesteps}) ends at abar = {abar:.2g} < {MIN_EPSILON_FINAL_ABAR:g}: an epsilon model's x0 "
+            f"error is its eps error times (1 - abar) / abar there, which ruins every sampler that starts at "
+            f"t = T-1; or choose a schedule that ends higher (scaled_linear), got epsilon"
+        )
     if p.sample.steps > p.diffusion.timesteps:
         raise ConfigError(
             f"sample.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {p.sample.steps}"
         )
     if max(p.sweep.steps) > p.diffusion.timesteps:
         raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
-    if len(set(p.sweep.samplers)) != len(p.sweep.samplers):
-        raise ConfigError(f"sweep.samplers must not repeat a name, got {list(p.sweep.samplers)}")
+    for key in ("samplers", "spacings"):
+        names = getattr(p.sweep, key)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"sweep.{key} must not repeat a name, got {list(names)}")
+    if p.sweep.reference_steps is not None and p.sweep.reference_steps > p.diffusion.timesteps:
+        raise ConfigError(
+            f"sweep.reference_steps must be at most diffusion.timesteps ({p.diffusion.timesteps}; null: all of them), "
+            f"got {p.sweep.reference_steps}"
+        )
+    if p.sweep.grid_size > p.sweep.n_samples:
+        raise ConfigError(f"sweep.grid_size must be at most sweep.n_samples ({p.sweep.n_samples}), got {p.sweep.grid_size}")
     if p.data.name in TORCHVISION and not p.data.root:
         raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
     # FID needs a full-rank covariance of the generated features: more samples than dimensions.
     # Inception's 2048-d features are exempt (evaluate.inception): FID of singular covariances is
     # still defined and computed exactly (eigendecomposition), only biased upwards at n <= 2048, and
     # its real-vs-real floor at the same n carries the same bias (README, Evaluation).
-    dim, what = p.evaluator.feature_dim, "evaluator.feature_dim"
+    from .models.classifier import feature_size  # not at the top: every stage would then depend on its code
+
+    e = p.evaluator
+    dim = feature_size(e.channels, e.feature_dim, e.stat_blocks)
+    what = "evaluator.feature_dim" + (" and the block statistics of evaluator.stat_blocks" if e.stat_blocks else "")
     for section in ("sample", "sweep"):
         n = getattr(p, section).n_samples
         if n < max(2, p.evaluate.is_splits):

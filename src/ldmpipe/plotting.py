@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, scale: int = 2, pad: int = 2) -> Image.Image:
@@ -44,6 +44,33 @@ def labelled_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str]
     return image_grid(np.concatenate(rows), ncol=per_class)
 
 
+TEXT_LINE = 14  # px per line of text in `titled_panels`
+PANEL_GAP = 6  # px around and between its panels
+
+
+def titled_panels(title: str, panels: Sequence[tuple[Sequence[str], Image.Image]]) -> Image.Image:
+    """Pictures side by side on white, each under its own lines of text, all under one title line.
+
+    With k panels of width w_i (each at least as wide as its text), L the most text lines of a panel
+    and h the tallest panel, the picture is (sum w_i + (k + 1) GAP) x (2 GAP + (1 + L) LINE + h) pixels,
+    widened only if the title is longer."""
+    font = ImageFont.load_default()
+    lines = max(len(text) for text, _ in panels)
+    widths = [max(img.width, *(math.ceil(font.getlength(t)) for t in text)) for text, img in panels]
+    width = max(sum(widths) + (len(panels) + 1) * PANEL_GAP, math.ceil(font.getlength(title)) + 2 * PANEL_GAP)
+    top = PANEL_GAP + (1 + lines) * TEXT_LINE
+    canvas = Image.new("RGB", (width, top + max(img.height for _, img in panels) + PANEL_GAP), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((PANEL_GAP, PANEL_GAP), title, fill="black", font=font)
+    x = PANEL_GAP
+    for (text, img), w in zip(panels, widths):
+        for i, t in enumerate(text):
+            draw.text((x, PANEL_GAP + (1 + i) * TEXT_LINE), t, fill="black", font=font)
+        canvas.paste(img.convert("RGB"), (x + (w - img.width) // 2, top))
+        x += w + PANEL_GAP
+    return canvas
+
+
 def loss_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
     """One panel per named curve (steps, values), log-scaled loss axis."""
     import matplotlib
@@ -61,19 +88,31 @@ def loss_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
 
 
 def fid_vs_nfe_figure(table):
-    """FID against network evaluations, one line per sampler, NFE on a log axis (Song et al. 2021, table 1)."""
+    """FID against network evaluations on a log axis (Song et al. 2021, table 1): one colour per sampler,
+    solid for leading and dashed for trailing spacing (dotted: linspace); the reference rows (``reference``
+    true, e.g. DDPM with all T steps) as a black star with a horizontal line at their FID.
+
+    ``table``: a DataFrame with columns sampler, spacing, nfe, fid, reference, label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, group in table.groupby("sampler", sort=False):
+    styles = {"leading": "-", "trailing": "--", "linspace": ":"}
+    sweep, references = table[~table["reference"]], table[table["reference"]]
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(sweep["sampler"]))}
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    for (name, spacing), group in sweep.groupby(["sampler", "spacing"], sort=False):
         group = group.sort_values("nfe")
-        ax.plot(group["nfe"], group["fid"], "o-", label=name)
+        ax.plot(group["nfe"], group["fid"], marker="o", ms=4, ls=styles[spacing], color=colours[name],
+                label=f"{name}, {spacing}")  # fmt: skip
+    for row in references.itertuples():
+        ax.axhline(row.fid, color="0.4", lw=0.8, ls="-.", zorder=0)
+        ax.plot([row.nfe], [row.fid], "*", color="k", ms=11, label=f"{row.label} (FID {row.fid:.3g})")
     ax.set(xscale="log", xlabel="network evaluations (NFE)", ylabel="FID", title="FID against sampling cost")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 10, 100 rather than 10^1, 10^2
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -94,5 +133,27 @@ def latent_pca_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[
     ax.set(xlabel=f"PC 1 ({explained[0]:.0%} of variance)", ylabel=f"PC 2 ({explained[1]:.0%} of variance)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(markerscale=2, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def timestep_error_figure(rows: Sequence[Mapping[str, float]], prediction: str):
+    """Per-timestep error of the denoiser (``ldmpipe.diffusion.diagnostics``): x0-MSE and the training
+    target's MSE against t, log-scaled; x0-MSE = 1 is what predicting the latents' mean scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["t"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(t, [r["x0_mse"] for r in rows], "o-", label="x0 MSE (implied)")
+    target = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}[prediction]
+    ax.plot(t, [r["target_mse"] for r in rows], "s--", label=f"{target} MSE (training target)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="x0 MSE of the mean (unit-variance latents)")
+    ax.set(yscale="log", xlabel="timestep t (noise grows →)", ylabel="MSE on validation latents",
+           title="Denoising error at each noise level")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

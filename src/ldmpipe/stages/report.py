@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from ..config import Params, to_dict
-from ..io import save_figure, write_text
+from ..io import ArtifactError, save_figure, write_text
 from ..plotting import loss_figure
 
 
@@ -26,8 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diffusion-metrics", required=True, help="input: diffusion DVCLive summary (.json)")
     p.add_argument("--diffusion-loss", required=True, help="input: diffusion loss curve (.tsv)")
     p.add_argument("--metrics", required=True, help="input: evaluation metrics (.json)")
+    p.add_argument("--timestep-error", required=True, help="input: per-timestep error of the diffusion model (.tsv)")
+    p.add_argument("--timestep-figure", required=True, help="input: the per-timestep error, plotted (.png)")
     p.add_argument("--vae-figures", nargs="+", required=True, help="input: autoencoder figures, in order (.png)")
     p.add_argument("--figures", nargs="+", required=True, help="input: figures to show, in order (.png)")
+    p.add_argument("--sweep-table", required=True, help="input: the sweep's rows (.csv, from sweep_report)")
+    p.add_argument("--sweep-figure", required=True, help="input: the sweep's FID against NFE (.png)")
+    p.add_argument("--sweep-grids", required=True, help="input: folder of the sweep's per-entry grids (.png)")
     p.add_argument("--loss-figure", required=True, help="output: loss curves (.png)")
     p.add_argument("--out", required=True, help="output: the report (.md)")
 
@@ -82,6 +87,58 @@ Training latents per channel, before and after scaling:
 {figures}"""
 
 
+def timestep_section(tsv: str, figure: str, target: str) -> str:
+    """The diffusion model's denoising error at each probed timestep: a table and its figure."""
+    with open(tsv, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    body = table([(r["t"], f"{float(r['abar']):.3g}", f"{float(r['target_mse']):.4g}", f"{float(r['x0_mse']):.4g}")
+                  for r in rows], ("t", "ᾱ_t", f"{target}-MSE (training target)", "x0-MSE"))  # fmt: skip
+    return f"""## Diffusion model: error at each noise level
+
+The EMA model on the validation latents (unit variance, so an x0-MSE of 1 is no better than predicting
+their mean). A sampler that starts at t = T-1 (trailing spacing, DDPM with all steps) relies on the
+high-noise rows; a model whose x0-MSE explodes there produces noise, whatever its average loss.
+
+{body}
+
+![timestep_error]({figure})"""
+
+
+def sweep_section(csv_path: str, figure: str, grids: str, rel, sweep) -> str:
+    """The sweep's rows as a table (reference and best row marked), its FID-vs-NFE plot and the grid of
+    every entry (``<grids>/<sampler>-<spacing>.png``, ``<grids>/reference.png``, as dvc.yaml names them)."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    best = min((r for r in rows if r["reference"] == "False"), key=lambda r: float(r["fid"]))
+    ref = next(r for r in rows if r["reference"] == "True")
+    cells = [(f"**{r['sampler']} (reference)**" if r is ref else r["sampler"], r["spacing"], r["steps"], r["nfe"],
+              f"**{float(r['fid']):.3f}**" if r is best or r is ref else f"{float(r['fid']):.3f}", f"{float(r['is_mean']):.3f}")
+             for r in rows]  # fmt: skip
+    stems = [*dict.fromkeys(f"{r['sampler']}-{r['spacing']}" for r in rows if r is not ref), "reference"]
+    labels = [*dict.fromkeys(r["label"] for r in rows if r is not ref), ref["label"]]
+    for stem in stems:
+        if not (Path(grids) / f"{stem}.png").is_file():
+            raise ArtifactError(f"{Path(grids) / f'{stem}.png'}: file not found (the grid of sweep entry {stem})")
+    shown = "\n\n".join(f"**{label}**\n\n![sweep {stem}]({rel(Path(grids) / f'{stem}.png')})" for stem, label in zip(stems, labels))
+    ratio = float(ref["fid"]) / float(best["fid"])
+    return f"""## Sampler sweep
+
+FID and IS of {sweep.n_samples} samples per row, against network evaluations (NFE; Heun evaluates twice per
+step but the last), for every sampler at every timestep spacing; every row draws the same per-sample seeds.
+The reference row, **{ref['label']}**, is the model's own reverse process (Ho et al. 2020, Algorithm 2):
+FID {float(ref['fid']):.3f}, {ratio:.2f}× the best other row's ({best['sampler']}, {best['spacing']}, {best['steps']} steps:
+{float(best['fid']):.3f}). A fast sampler far below the reference skips a part of the reverse process the model has
+not learnt (such as the high-noise end that leading spacing never visits); one far above it loses to its shortcut.
+
+{table(cells, ("sampler", "spacing", "steps", "NFE", "FID ↓", "IS ↑"))}
+
+![fid_vs_nfe]({figure})
+
+The first {sweep.grid_size} samples of every row (the same seeds throughout), one small grid per step count:
+
+{shown}"""
+
+
 def run(args: argparse.Namespace, params: Params) -> None:
     load = lambda p: json.loads(Path(p).read_text())  # noqa: E731
     meta, vae, lat, ae = load(args.meta), load(args.vae_metrics), load(args.latent_metrics), load(args.vae_eval)
@@ -97,8 +154,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
     captions = {"dataset": "Dataset preview (one row per class)", "vae_recon": "Autoencoder: originals above reconstructions",
                 "vae_latents": "Validation latents, 2-D PCA, coloured by class",
-                "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)",
-                "fid_vs_nfe": f"FID against network evaluations (sweep, n={params.sweep.n_samples} per point)"}  # fmt: skip
+                "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)"}  # fmt: skip
     def show(paths: list[str]) -> str:
         return "\n\n".join(
             f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
@@ -144,6 +200,8 @@ score about the floor, not 0.
 
 {autoencoder_section(params, ae, lat, show(args.vae_figures))}
 
+{timestep_section(args.timestep_error, rel(args.timestep_figure), target)}
+
 ## Figures
 
 {figures}
@@ -151,6 +209,8 @@ score about the floor, not 0.
 **Training loss**
 
 ![losses]({rel(args.loss_figure)})
+
+{sweep_section(args.sweep_table, rel(args.sweep_figure), args.sweep_grids, rel, params.sweep)}
 
 ## Params
 

@@ -1,58 +1,104 @@
-"""Stage ``sweep``: FID and IS against the number of network evaluations for one sampler.
+"""Stage ``sweep``: FID and IS against the number of network evaluations for one sampler and spacing.
 
 The question of the DDIM paper's table 1 (Song et al. 2021), asked of your own model: how few
-steps can I afford?  Every step count draws the same ``sweep.n_samples`` per-sample seeds, so the
-samplers are compared on common random numbers.  ``seconds`` (wall time) is the one value here that
-varies between runs; no stage reads it.
+steps can I afford?  Every step count draws the same ``sweep.n_samples`` per-sample seeds, so samplers
+and spacings are compared on common random numbers, and every row's small grid shows the same first
+``sweep.grid_size`` images.  Wall time differs between runs by nature, so it goes to the uncached
+``--timing`` file only: the rows (``--out``) and the grids are the same bytes run after run.
+``sweep_reference`` (DDPM with all T steps) measures its row with the same functions.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from .. import runtime
 from ..config import Params
-from ..generate import generate, make_sampler, schedule_of
-from ..io import load_arrays, write_json
+from ..constants import SAMPLERS, SPACINGS
 from ..evaluation import Reference
+from ..generate import generate, make_sampler, schedule_of
+from ..io import load_arrays, save_image, write_json
 from ..metrics import extract, inception_score
-from ..models.autoencoder import load_autoencoder
+from ..models.autoencoder import Autoencoder, load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
 from ..models.unet import UNet
+from ..plotting import image_grid, titled_panels
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", required=True, help="the sampler of this sweep point (one of sweep.samplers)")
+    p.add_argument("--sampler", required=True, choices=SAMPLERS, help="the sampler of this entry (one of sweep.samplers)")
+    p.add_argument("--spacing", required=True, choices=SPACINGS, help="its timestep spacing (one of sweep.spacings)")
+    add_io_arguments(p)
+
+
+def add_io_arguments(p: argparse.ArgumentParser) -> None:
+    """The inputs and outputs of every sweep entry (shared with ``sweep_reference``)."""
     p.add_argument("--diffusion", required=True, help="input: EMA UNet weights")
     p.add_argument("--vae", required=True, help="input: autoencoder weights")
     p.add_argument("--evaluator", required=True, help="input: classifier weights")
     p.add_argument("--reference", required=True, help="input: reference feature statistics")
     p.add_argument("--out", required=True, help="output: one row per step count (.json)")
+    p.add_argument("--grid", required=True, help="output: one labelled small grid per step count (.png)")
+    p.add_argument("--timing", required=True, help="output: wall time per step count, uncached (.json)")
 
 
-def run(args: argparse.Namespace, params: Params) -> None:
-    cfg = params.sweep
+@dataclass
+class Models:
+    """What a sweep entry samples with and measures with."""
+
+    unet: UNet
+    extra: dict[str, Any]  # the UNet checkpoint's extras: scale_factor, diffusion params
+    vae: Autoencoder
+    evaluator: Classifier
+    reference: Reference
+    device: torch.device
+
+
+def load(args: argparse.Namespace, params: Params) -> Models:
     device = runtime.setup(params.device)
     unet, extra = load_model(UNet, args.diffusion, device)
     vae = load_autoencoder(args.vae, device)
     evaluator, _ = load_model(Classifier, args.evaluator, device)
-    ref = Reference(**load_arrays(args.reference)[0])
-    d = extra["diffusion"]
-    sampler = make_sampler(args.sampler, schedule_of(d), prediction=d["prediction"], spacing=params.sample.spacing,
-                           eta=params.sample.eta)  # fmt: skip
-    rows = []
-    for steps in cfg.steps:
-        sampler.set_timesteps(steps)
+    return Models(unet, extra, vae, evaluator, Reference(**load_arrays(args.reference)[0]), device)
+
+
+def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_list: tuple[int, ...],
+            label: str, reference: bool = False) -> tuple[list[dict], list, dict[str, float]]:  # fmt: skip
+    """Rows (FID, IS, NFE per step count), grid panels (text lines, picture) and wall times of one entry."""
+    cfg, d = params.sweep, m.extra["diffusion"]
+    sampler = make_sampler(sampler_name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=params.sample.eta)
+    rows, panels, timing = [], [], {}
+    for steps in steps_list:
         start = time.perf_counter()
-        images = generate(unet, vae, extra["scale_factor"], sampler, steps, cfg.n_samples, cfg.batch_size,
-                          params.seed, device, progress=False)  # fmt: skip
+        images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, cfg.n_samples, cfg.batch_size,
+                          params.seed, m.device, progress=False)  # (N, H, W, C) uint8; fmt: skip
         seconds = time.perf_counter() - start
-        feats, probs = extract(evaluator.features, evaluator.head, images, cfg.batch_size, device)
-        fid = ref.fid(feats)
+        feats, probs = extract(m.evaluator.features, m.evaluator.head, images, cfg.batch_size, m.device)
+        fid = m.reference.fid(feats)
         is_mean, _ = inception_score(probs, params.evaluate.is_splits)
-        rows.append({"sampler": args.sampler, "steps": steps, "nfe": sampler.nfe, "fid": fid, "is_mean": is_mean,
-                     "seconds": round(seconds, 3)})  # fmt: skip
-        print(f"sweep: {args.sampler} {steps:4d} steps, {sampler.nfe:4d} NFE: FID {fid:8.3f}, IS {is_mean:.3f} ({seconds:.1f} s)")
+        rows.append({"sampler": sampler_name, "spacing": spacing, "steps": steps, "nfe": sampler.nfe, "fid": fid,
+                     "is_mean": is_mean, "reference": reference, "label": label})  # fmt: skip
+        text = [f"{steps} steps, {sampler.nfe} NFE", f"FID {fid:.2f}, IS {is_mean:.2f}"]
+        panels.append((text, image_grid(images[: cfg.grid_size])))
+        timing[f"seconds_{steps}_steps"] = round(seconds, 3)
+        print(f"sweep: {label}: {steps:4d} steps, {sampler.nfe:4d} NFE: FID {fid:8.3f}, IS {is_mean:.3f} ({seconds:.1f} s)")
+    return rows, panels, timing
+
+
+def write(args: argparse.Namespace, rows: list[dict], panels: list, timing: dict[str, float]) -> None:
+    """The cached rows and grid, then the uncached wall times."""
     write_json(args.out, {"rows": rows})
+    save_image(args.grid, titled_panels(rows[0]["label"], panels))
+    write_json(args.timing, timing)
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    m = load(args, params)
+    label = f"{args.sampler}, {args.spacing}"
+    write(args, *measure(m, params, args.sampler, args.spacing, params.sweep.steps, label))

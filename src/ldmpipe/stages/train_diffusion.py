@@ -15,11 +15,13 @@ import torch
 
 from .. import distributed, runtime
 from ..config import Params, to_dict
+from ..diffusion.diagnostics import COLUMNS, probe_timesteps, timestep_errors
 from ..diffusion.loss import diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
-from ..io import load_arrays
+from ..io import load_arrays, save_figure, write_text
 from ..models.checkpoint import save_model
 from ..models.unet import UNet
+from ..plotting import timestep_error_figure
 from ..tracking import live_logger, log_step
 from ..training import TrainSettings, batch_indices, checkpointing, train_loop
 
@@ -28,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latents", required=True, help="input: train latents with their scale factor")
     p.add_argument("--model", required=True, help="output: EMA weights of the UNet (.safetensors)")
     p.add_argument("--live", required=True, help="output: DVCLive folder (loss curve, summary)")
+    p.add_argument("--val-latents", required=True, help="input: validation latents, for the per-timestep error")
+    p.add_argument("--timestep-error", required=True, help="output: per-timestep error of the EMA model (.tsv)")
+    p.add_argument("--timestep-figure", required=True, help="output: the per-timestep error, plotted (.png)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -66,7 +71,25 @@ def run(args: argparse.Namespace, params: Params) -> None:
         ema = train_loop(unet, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_diffusion",
                          checkpointing=ckpt, extra_state={"generator": gen, "batches": batches}, shard=shard)  # fmt: skip
         live.summary["parameters"] = n_params
-    if shard.main:  # only rank 0 writes; the others wait for it
+        if shard.main:  # only rank 0 evaluates and writes; the others wait for it
+            # Is the EMA model sound at every noise level? x0/target MSE on held-out latents at >= 12 timesteps
+            rows = timestep_report(ema.model.eval(), schedule, d.prediction, args.val_latents, scale, params.seed, device)
+            live.summary["x0_mse_last_t"] = rows[-1]["x0_mse"]  # at t = T-1, where trailing/DDPM sampling starts
+            live.summary["x0_mse_max"] = max(r["x0_mse"] for r in rows)
+    if shard.main:
+        write_text(args.timestep_error, "\t".join(COLUMNS) + "\n" + "".join(
+            "\t".join(f"{r[c]:.6g}" for c in COLUMNS) + "\n" for r in rows))  # fmt: skip
+        save_figure(args.timestep_figure, timestep_error_figure(rows, d.prediction))
         save_model(ema.model, args.model, extra={"scale_factor": scale, "diffusion": to_dict(d)})
         ckpt.discard()
     distributed.barrier(shard)
+
+
+def timestep_report(model, schedule, prediction, val_path, scale, seed, device) -> list[dict[str, float]]:
+    """`timestep_errors` of ``model`` on the scaled validation latents, printed where it matters."""
+    x0 = torch.from_numpy(load_arrays(val_path)[0]["latents"]).float().mul_(scale).to(device)  # (N, z, h, w)
+    ts = probe_timesteps(schedule.num_timesteps)
+    rows = timestep_errors(model, schedule, x0, prediction, ts, runtime.generator(seed, "train_diffusion.timestep_error"))
+    worst = ", ".join(f"t={r['t']}: {r['x0_mse']:.3g}" for r in rows[-3:])
+    print(f"train_diffusion: x0-MSE of the EMA model on {len(x0)} validation latents at high noise: {worst}")
+    return rows

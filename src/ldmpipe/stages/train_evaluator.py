@@ -1,8 +1,9 @@
 """Stage ``train_evaluator``: the frozen feature network for FID/IS, and reference statistics.
 
-The reference is the penultimate features of the real validation images (for KID and
-precision/recall) with their float64 mean and covariance, plus the covariance's square root so
-each FID costs one eigendecomposition.
+After training, with ``evaluator.standardise``, the features are z-scored with their statistics
+over the (unaugmented) training images (``Classifier.standardise_``).  The reference is the
+features of the real validation images (for KID and precision/recall) with their float64 mean and
+covariance, plus the covariance's square root so each FID costs one eigendecomposition.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from .. import distributed, runtime
 from ..config import Params, to_dict
 from ..io import load_arrays, save_arrays, write_json
-from ..images import tensor_to_model_input
+from ..images import map_batches, tensor_to_model_input
 from ..evaluation import Reference
 from ..metrics import extract
 from ..models.checkpoint import save_model
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     labels = runtime.resident(torch.from_numpy(train["labels"]), device)  # (N,)
     num_classes = len(train_meta["classes"])
     torch.manual_seed(runtime.stage_seed(params.seed, "train_evaluator.init"))
-    model = Classifier(images.shape[-1], num_classes, cfg.channels, cfg.feature_dim).to(device)
+    model = Classifier(images.shape[-1], num_classes, cfg.channels, cfg.feature_dim,
+                       stat_blocks=cfg.stat_blocks, standardise=cfg.standardise).to(device)  # fmt: skip
     gen = runtime.generator(params.seed, "train_evaluator.batches")
     batches = batch_indices(len(images), cfg.batch_size, gen)  # global batches: the same on every rank
     net = distributed.wrap(model, shard)
@@ -69,11 +71,14 @@ def run(args: argparse.Namespace, params: Params) -> None:
     if not shard.main:  # only rank 0 evaluates and writes
         distributed.barrier(shard)
         return
+    if cfg.standardise:
+        raw = map_batches(lambda x: model.raw_features(x).double().cpu().numpy(), train["images"], 500, device)
+        model.standardise_(torch.from_numpy(raw).to(device))  # raw (N_train, dim)
     feats, probs = extract(model.features, model.head, val["images"], 500, device)
     accuracy = float((probs.argmax(1) == val["labels"]).mean())
     save_model(model, args.model)
     save_arrays(args.reference, Reference.from_features(feats).arrays(), {"n": len(feats)})
-    write_json(args.metrics, {"val_accuracy": accuracy, "feature_dim": cfg.feature_dim, "n_reference": len(feats)})
+    write_json(args.metrics, {"val_accuracy": accuracy, "feature_dim": model.dim, "n_reference": len(feats)})
     ckpt.discard()
     print(f"train_evaluator: validation accuracy {accuracy:.4f} over {len(feats)} images")
     distributed.barrier(shard)

@@ -11,6 +11,10 @@ disturbance, the floor as a horizontal line; one example image per disturbance a
 
 Usage: python benchmarks/bench_disturbances.py [--root .] [--params params.yaml]
        [--out benchmarks/results/disturbances.json] [--figure benchmarks/results/disturbances.png]
+       [--before benchmarks/results/disturbances.before.json]
+
+``disturbances.before.json`` is this benchmark on the evaluator of commit 4491d90 (64 pooled top
+features, no statistics, no standardisation), run with ``--root`` at that commit's outputs.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from ldmpipe.models.checkpoint import load_model
 from ldmpipe.models.classifier import Classifier
 
 
-def figure(result: dict, examples: np.ndarray):
-    """FID against level (log axis) beside a strip of examples: rows disturbances, columns levels 0-4."""
+def figure(result: dict, examples: np.ndarray, before: dict | None = None):
+    """FID against level (log axis) beside a strip of examples: rows disturbances, columns levels 0-4.
+    ``before``: another evaluator's result, drawn dashed and faint for comparison."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,9 +47,14 @@ def figure(result: dict, examples: np.ndarray):
     names = list(DISTURBANCES)
     fig = plt.figure(figsize=(10.5, 4.2))
     ax = fig.add_axes([0.07, 0.13, 0.42, 0.77])
-    for name in names:
-        ax.plot(range(LEVELS + 1), result["fid"][name], "o-", label=name.replace("_", " "))
+    for k, name in enumerate(names):
+        ax.plot(range(LEVELS + 1), result["fid"][name], "o-", color=f"C{k}", label=name.replace("_", " "))
+        if before is not None:
+            ax.plot(range(LEVELS + 1), before["fid"][name], "x:", color=f"C{k}", alpha=0.6)
     ax.axhline(result["floor"], color="k", ls="--", lw=1, label=f"real-vs-real floor ({result['floor']:.2f})")
+    if before is not None:
+        ax.axhline(before["floor"], color="k", ls=":", lw=1, alpha=0.6,
+                   label=f"before (x, dotted): floor {before['floor']:.2f}")  # fmt: skip
     ax.set(xlabel="level (0 = undisturbed)", ylabel="FID", yscale="log", xticks=range(LEVELS + 1),
            title=f"evaluator FID, n = {result['n']} (val. accuracy {result['val_accuracy']:.3f})")  # fmt: skip
     ax.grid(alpha=0.3, which="both")
@@ -52,7 +62,8 @@ def figure(result: dict, examples: np.ndarray):
     for r, name in enumerate(names):  # examples (disturbances, levels, H, W, C)
         for c in range(LEVELS + 1):
             sub = fig.add_axes([0.55 + c * 0.085, 0.78 - r * 0.17, 0.08, 0.155])
-            sub.imshow(examples[r, c].squeeze(), cmap="gray" if examples.shape[-1] == 1 else None, vmin=0, vmax=255)
+            sub.imshow(examples[r, c].squeeze(), cmap="gray" if examples.shape[-1] == 1 else None, vmin=0, vmax=255,
+                       interpolation="nearest")  # fmt: skip
             sub.set(xticks=[], yticks=[])
             if r == 0:
                 sub.set_title(f"level {c}", fontsize=8)
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/disturbances.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/disturbances.png"))
+    p.add_argument("--before", type=Path, default=None, help="another run's JSON (e.g. the old evaluator's), drawn for comparison")
     args = p.parse_args(argv)
     params = load_params(args.params)
     device = runtime.setup(params.device)
@@ -94,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(args.out, result)
     examples = np.stack([np.stack([disturb(real[:1], name, k, params.seed)[0] for k in range(LEVELS + 1)])
                          for name in DISTURBANCES])  # fmt: skip
-    save_figure(args.figure, figure(result, examples))
+    before = json.loads(args.before.read_text()) if args.before else None
+    save_figure(args.figure, figure(result, examples, before))
     return result
 
 

@@ -9,7 +9,7 @@ import torch
 
 from ldmpipe.io import ArtifactError
 from ldmpipe.models.checkpoint import load_model, save_model
-from ldmpipe.models.classifier import Classifier
+from ldmpipe.models.classifier import Classifier, block_statistics, feature_size
 from ldmpipe.models.unet import UNet
 from ldmpipe.models.vae import AutoencoderKL, DiagonalGaussian
 
@@ -116,3 +116,49 @@ def test_pickle_is_never_executed(tmp_path):
     assert not marker.exists()
     with pytest.raises(ArtifactError, match="missing.safetensors: checkpoint not found"):
         load_model(UNet, tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("stat_blocks", [0, 1, 2])
+def test_classifier_fid_features_are_top_features_then_block_statistics(stat_blocks):
+    torch.manual_seed(0)
+    clf = Classifier(3, 5, channels=4, feature_dim=6, stat_blocks=stat_blocks).eval()
+    x = torch.randn(3, 3, 16, 16)
+    f = clf.features(x)
+    assert f.shape == (3, feature_size(4, 6, stat_blocks)) == (3, 6 + 2 * (0, 4, 12)[stat_blocks])
+    torch.testing.assert_close(clf(x), f[:, :6] @ clf.head.weight.T + clf.head.bias)  # the head reads the top features
+    a = clf.body[0](x)  # block 1's output (3, 4, 16, 16), by hand: mean, then mean |a - 3x3 box mean|
+    box = torch.stack([torch.nn.functional.pad(a, (1, 1, 1, 1))[:, :, i : i + 16, j : j + 16]
+                       for i in range(3) for j in range(3)]).sum(0)  # fmt: skip
+    count = torch.nn.functional.pad(torch.ones(1, 1, 16, 16), (1, 1, 1, 1))
+    count = sum(count[:, :, i : i + 16, j : j + 16] for i in range(3) for j in range(3))  # 4, 6 or 9 neighbours
+    if stat_blocks:
+        torch.testing.assert_close(f[:, 6:10], a.mean((2, 3)))
+        torch.testing.assert_close(f[:, 10:14], (a - box / count).abs().mean((2, 3)))
+
+
+def test_block_statistics_see_brightness_and_fine_noise():
+    flat = torch.full((1, 2, 8, 8), 0.5)
+    s = block_statistics(flat)
+    assert torch.equal(s, torch.tensor([[0.5, 0.5, 0.0, 0.0]]))  # flat: no local deviation, borders included
+    noisy = block_statistics(flat + 0.01 * torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0)))
+    assert (noisy[0, 2:] > 0.005).all()  # grows in proportion to the noise (a variance would be ~1e-4)
+
+
+def test_standardise_z_scores_features_and_keeps_logits(tmp_path):
+    torch.manual_seed(0)
+    clf = Classifier(3, 5, channels=4, feature_dim=6, stat_blocks=1, standardise=True).eval()
+    x, train = torch.randn(7, 3, 16, 16), torch.randn(40, 3, 16, 16)
+    logits = clf(x)
+    torch.testing.assert_close(clf.features(x), clf.raw_features(x))  # identity before standardise_
+    clf.standardise_(clf.raw_features(train))
+    z = clf.features(train).double()
+    torch.testing.assert_close(z.mean(0), torch.zeros(14, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(14, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(clf(x), logits, atol=1e-5, rtol=1e-5)
+    clf.standardise_(clf.raw_features(train[:20]))  # again, from other statistics: still the same logits
+    torch.testing.assert_close(clf(x), logits, atol=1e-5, rtol=1e-5)
+    save_model(clf, tmp_path / "clf.safetensors")
+    loaded, _ = load_model(Classifier, tmp_path / "clf.safetensors")
+    assert torch.equal(loaded.features(x), clf.features(x)) and loaded.config == clf.config
+    with pytest.raises(ValueError, match="built with standardise=False"):
+        Classifier(3, 5, 4, 6).standardise_(train[:, :, 0, :6])

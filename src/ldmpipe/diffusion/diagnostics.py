@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .parameterization import check_prediction, training_target
+from .parameterization import check_prediction, predict_eps, predict_x0, training_target
 from .schedule import ZERO_SNR_ABAR, NoiseSchedule
 
 COLUMNS = ("t", "abar", "snr", "target_mse", "x0_mse", "eps_mse")
@@ -43,16 +43,16 @@ def timestep_errors(
 
     The same noise eps ~ N(0, I) (N, C, H, W), drawn once from the CPU ``generator``, is used at every t
     (common random numbers), so the rows differ only by the noise level.  x0-MSE and eps-MSE are those
-    implied by the model's output through `parameterization`; at abar = 0 the eps -> x0 conversion is
-    undefined and uses ``ZERO_SNR_ABAR`` in its place (finite, huge: as a sampler would see it).
+    implied by the model's output through `parameterization.predict_x0` / `predict_eps` (the samplers'
+    own conversions); at abar = 0 the eps -> x0 conversion is undefined and uses ``ZERO_SNR_ABAR`` in its
+    place (finite, huge: as a sampler would see it).
     """
     check_prediction(prediction)
     eps = torch.randn(tuple(x0.shape), generator=generator, dtype=torch.float32).to(x0.device)
     rows = []
     for t in timesteps:
         abar = float(schedule.alphas_cumprod[t])
-        a_bar = max(abar, ZERO_SNR_ABAR) if prediction == "epsilon" else abar
-        a, s = a_bar**0.5, (1.0 - a_bar) ** 0.5
+        a_bar = max(abar, ZERO_SNR_ABAR) if prediction == "epsilon" else abar  # eps -> x0 needs abar > 0
         sums = torch.zeros(3, dtype=torch.float64)
         for i in range(0, len(x0), batch_size):
             # 1. x_t ~ q(x_t | x0) with the shared noise: (B, C, H, W)
@@ -62,12 +62,7 @@ def timestep_errors(
             out = model(x_t, t_batch.to(x.device)).float()
             # 2. the output as target, x0 and eps (Salimans & Ho 2022, appendix D)
             target = training_target(prediction, x, e, schedule.alphas_cumprod[t_batch])
-            if prediction == "epsilon":
-                x0_hat, eps_hat = (x_t - s * out) / a, out
-            elif prediction == "sample":
-                x0_hat, eps_hat = out, (x_t - a * out) / max(s, ZERO_SNR_ABAR)
-            else:  # v
-                x0_hat, eps_hat = a * x_t - s * out, s * x_t + a * out
+            x0_hat, eps_hat = predict_x0(prediction, out, x_t, a_bar), predict_eps(prediction, out, x_t, a_bar)
             for k, (u, v) in enumerate(((out, target), (x0_hat, x), (eps_hat, e))):
                 sums[k] += (u - v).double().pow(2).sum().cpu()
         n = x0.numel()

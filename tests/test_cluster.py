@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
 
 pytestmark = pytest.mark.e2e
-GPU_RULES = {"train_vae", "encode", "train_evaluator", "evaluate_vae", "train_diffusion", "sample", "sweep", "evaluate"}
+GPU_RULES = {"train_vae", "encode", "train_evaluator", "evaluate_vae", "train_diffusion", "sample", "sweep", "sweep_reference",
+             "evaluate"}  # fmt: skip
 RULES = {name.split("@")[0] for name in STAGES}
 
 
@@ -69,6 +71,13 @@ def test_slurm_profile_dry_run_shows_what_gpu_rules_request():
         assert int(resources["gpu"]) >= 1 and int(resources["mem_mb"]) > 0 and int(resources["runtime"]) > 0, rule
         assert resources["slurm_partition"].startswith("CHANGE-ME") and resources["slurm_account"].startswith("CHANGE-ME")
     assert "gpu=" not in jobs["report"] or "gpu=0" in jobs["report"]
+
+
+def test_every_rule_declares_its_resources():
+    """A new stage must say what it asks of a cluster (resources.yaml's defaults are for light rules)."""
+    declared = yaml.safe_load((ROOT / "resources.yaml").read_text())["rules"]
+    assert set(declared) == RULES, f"resources.yaml names {sorted(set(declared) ^ RULES)} wrongly (missing or extra)"
+    assert {r for r in RULES if str(declared[r].get("gpu", 0)) != "0"} == GPU_RULES
 
 
 def test_the_snakefile_parses_for_a_cluster_without_a_core_count():

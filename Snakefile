@@ -5,6 +5,7 @@
 #
 #   snakemake --cores 2            # the whole pipeline
 #   snakemake --cores 2 sample     # up to one stage
+#   snakemake --report report.html # Snakemake's own report of a finished run
 #   snakemake --profile profiles/slurm   # on a SLURM cluster (README: Run on a cluster)
 #
 # dvc.yaml features translated here: a `matrix` stage becomes one rule with a wildcard per matrix
@@ -19,6 +20,8 @@ import yaml
 
 configfile: "params.yaml"
 
+report: "captions/workflow.rst"
+
 DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
 
 # Engine-specific settings, not graph: threads, memory, runtime and GPUs per rule, declared in
@@ -30,6 +33,25 @@ _RES = yaml.safe_load(open(workflow.source_path("resources.yaml")))
 def resources_of(name):
     """The rule's resources: resources.yaml's defaults updated with its own entry (`${a.b}` looked up)."""
     return {k: lookup(v) for k, v in {**_RES["default"], **(_RES["rules"].get(name) or {})}.items()}
+
+
+# Snakemake's report (`snakemake --report report.html`): every metric and plot that dvc.yaml declares,
+# and the HTML report, under its stage's category, captioned by captions/<stage>.rst (matrix entries
+# get one subcategory each). Presentation only: the graph is still dvc.yaml's.
+CATEGORIES = {
+    "prepare": "Data",
+    "train_vae": "Autoencoder",
+    "encode": "Autoencoder",
+    "evaluate_vae": "Autoencoder",
+    "train_evaluator": "Evaluator",
+    "train_diffusion": "Diffusion model",
+    "sample": "Samples and metrics",
+    "evaluate": "Samples and metrics",
+    "sweep": "Sampler sweep",
+    "sweep_reference": "Sampler sweep",
+    "sweep_report": "Sampler sweep",
+    "report": "Report",
+}
 
 
 def lookup(value):
@@ -63,6 +85,14 @@ def matrix(stage):
 
 def outputs(stage):
     return [wildcarded(p) for p in paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))]
+
+
+def marked_outputs(name, stage):
+    """outputs(stage), its metrics, plots and HTML pages flagged for Snakemake's report."""
+    shown = {wildcarded(p) for p in paths(stage.get("metrics")) + paths(stage.get("plots"))}
+    sub = " ".join("{" + k + "}" for k in matrix(stage)) or None
+    flag = lambda p: report(p, caption=f"captions/{name}.rst", category=CATEGORIES[name], subcategory=sub)
+    return [flag(p) if p in shown or p.endswith(".html") else p for p in outputs(stage)]
 
 
 def concrete_outputs(stage):
@@ -109,7 +139,7 @@ for _name, _stage in DVC.items():
         input:
             inputs(_stage),
         output:
-            outputs(_stage),
+            marked_outputs(_name, _stage),
         params:
             # bound here: a `shell:` expression is evaluated after this loop ends
             cmd=lambda wildcards, c=_cmd: c.format(**wildcards),

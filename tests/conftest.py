@@ -78,9 +78,12 @@ def make_repo(path: Path) -> Path:
     for name in ("dvc.yaml", "Snakefile", "resources.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
     shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "captions", path / "captions")  # Snakemake's report
     shutil.copy(TINY, path / "params.yaml")
     sh("git init -q -b main && git config user.email t@t && git config user.name t", path)
-    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
+    # a fixed date: two repos made from the same files get the same commit id, which the report names
+    dated = {**ENV, "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
+    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path, dated)
     return path
 
 

@@ -1,4 +1,5 @@
-"""Sampling through the real UNet and decoder: sample i does not depend on the batch size."""
+"""Sampling through the real UNet and decoder: sample i does not depend on the batch size; the
+trajectory figure replays the first samples' reverse process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from PIL import Image
 
 from conftest import TINY
 from ldmpipe.config import load_params
@@ -17,17 +19,18 @@ from ldmpipe.models.vae import AutoencoderKL
 from ldmpipe.stages import sample
 
 
-def run_sample(tmp_path, batch_size: int, n: int, name: str) -> np.ndarray:
+def run_sample(tmp_path, batch_size: int, n: int, name: str, sampler: str = "ddpm", steps: int = 5) -> np.ndarray:
     params = load_params(TINY)
-    cfg = dataclasses.replace(params.sample, batch_size=batch_size, n_samples=n, sampler="ddpm")
+    cfg = dataclasses.replace(params.sample, batch_size=batch_size, n_samples=n, sampler=sampler, steps=steps)
     params = dataclasses.replace(params, sample=cfg)
     args = argparse.Namespace(diffusion=str(tmp_path / "unet.safetensors"), vae=str(tmp_path / "vae.safetensors"),
-                              samples=str(tmp_path / f"{name}.safetensors"), grid=str(tmp_path / f"{name}.png"))  # fmt: skip
+                              samples=str(tmp_path / f"{name}.safetensors"), grid=str(tmp_path / f"{name}.png"),
+                              trajectory=str(tmp_path / f"{name}-trajectory.png"))  # fmt: skip
     sample.run(args, params)
     return load_arrays(args.samples)[0]["images"]
 
 
-def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
+def save_models(tmp_path) -> None:
     torch.manual_seed(0)
     unet = UNet(4, 4, 16, (1, 2), 1, (2,))
     torch.nn.init.normal_(unet.out[-1].weight, std=0.1)
@@ -35,6 +38,10 @@ def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
                extra={"scale_factor": 0.7, "diffusion": {"schedule": "linear", "timesteps": 50,
                                                          "beta_start": 1e-4, "beta_end": 2e-2, "prediction": "epsilon"}})  # fmt: skip
     save_model(AutoencoderKL(3, 8, 4, 4), tmp_path / "vae.safetensors")
+
+
+def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
+    save_models(tmp_path)
     whole = run_sample(tmp_path, batch_size=6, n=6, name="whole")
     split = run_sample(tmp_path, batch_size=4, n=6, name="split")
     prefix = run_sample(tmp_path, batch_size=2, n=3, name="prefix")
@@ -42,3 +49,33 @@ def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
     assert np.array_equal(whole, split)
     assert np.array_equal(whole[:3], prefix)
     assert not np.array_equal(whole[0], whole[1])
+
+
+def test_trajectory_starts_at_the_samples_noise_and_ends_at_the_samples(tmp_path):
+    """DDIM (eta 0), 12 steps: 8 columns at evaluations 0, 2, 3, 5, 6, 8, 9, 11 (evenly spaced, rounded); x_t
+    of the first column is sample i's own x_T, decoded; x̂0 of the last column is the sample itself
+    (DDIM's last step returns x̂0), up to the rounding of another batch size."""
+    from ldmpipe import runtime
+    from ldmpipe.diffusion import randn_per_sample, sample_generators
+    from ldmpipe.generate import make_sampler, schedule_of, trajectory
+    from ldmpipe.images import to_uint8
+    from ldmpipe.models.autoencoder import load_autoencoder
+    from ldmpipe.models.checkpoint import load_model
+
+    save_models(tmp_path)
+    samples = run_sample(tmp_path, batch_size=6, n=6, name="ddim", sampler="ddim", steps=12)
+    unet, extra = load_model(UNet, tmp_path / "unet.safetensors")
+    vae = load_autoencoder(tmp_path / "vae.safetensors")
+    sampler = make_sampler("ddim", schedule_of(extra["diffusion"]), prediction="epsilon", spacing="leading")
+    seed = load_params(TINY).seed
+    columns, x_t, x0 = trajectory(unet, vae, 0.7, sampler, 12, seed, n=3, columns=8)
+    assert [i for i, _ in columns] == [0, 2, 3, 5, 6, 8, 9, 11]
+    assert [t for _, t in columns] == [int(sampler.timesteps[i]) for i, _ in columns] and columns[0][1] > columns[-1][1]
+    assert x_t.shape == x0.shape == (3, 8, 16, 16, 3) and x_t.dtype == np.uint8
+    noise = randn_per_sample((3, 4, 4, 4), sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in range(3)]))
+    with torch.no_grad():
+        assert np.array_equal(x_t[:, 0], to_uint8(vae.decode_latents(noise / 0.7)))
+    assert np.abs(x0[:, -1].astype(int) - samples[:3].astype(int)).max() <= 2
+    assert not np.array_equal(x0[:, 0], x0[:, -1])  # x̂0 changes along the way
+    with Image.open(tmp_path / "ddim-trajectory.png") as img:  # the stage's figure: 4 samples x (x_t, x̂0) per column
+        assert img.height > 8 * 2 * 16 and img.width > 8 * 2 * 16

@@ -27,7 +27,7 @@ STAGES = {
     "sweep-reference": ("sweep_reference", "the sweep's reference row: DDPM with all T steps (or as many as asked)"),
     "sweep-report": ("sweep_report", "gather the sweep into reports/sweep.csv and the FID-vs-NFE plot"),
     "evaluate": ("evaluate", "FID and IS against the reference, with the real-vs-real floor"),
-    "report": ("report", "write reports/report.md with figures, metrics and params"),
+    "report": ("report", "write the report, as Markdown and as one self-contained HTML page"),
 }
 
 
@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="validate a params file without running anything")
     check.add_argument("params", nargs="?", default="params.yaml")
+    tpl = sub.add_parser("plots-template", help="page template for dvc plots show/diff --html-template that renders offline")
+    tpl.add_argument("out", help="the template to write (.html)")
+    tpl.add_argument("--scripts", nargs=3, metavar=("VEGA", "VEGA_LITE", "VEGA_EMBED"),
+                     help="these scripts instead of the copies the snakemake package ships")  # fmt: skip
     cmp = sub.add_parser("compare", help="params that differ and main metrics across commits and experiments")
     cmp.add_argument("revs", nargs="*", metavar="REV", help="git revisions or experiment names (default: recent)")
     cmp.add_argument("-n", "--num", type=int, default=5, help="without REVs: how many commits back (default 5)")
@@ -86,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
             check_paths(params)
             device = select_device(params.device)
             print(f"{args.params}: ok (device {device})")
+            return 0
+        if args.command == "plots-template":
+            from .plots_template import write_template
+
+            write_template(args.out, args.scripts)
+            print(f"plots-template: wrote {args.out}; use it with dvc plots show --html-template {args.out}")
             return 0
         if args.command == "compare":
             from .compare import compare

@@ -157,3 +157,13 @@ def timestep_error_figure(rows: Sequence[Mapping[str, float]], prediction: str):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def trajectory_figure(columns: Sequence[tuple[int, int]], nfe: int, x_t: np.ndarray, x0: np.ndarray, title: str) -> Image.Image:
+    """The reverse process as panels, one per evaluation (i, t) in ``columns``: for each sample, its x_t
+    above the x̂0 predicted there. ``x_t``, ``x0``: uint8 (n, K, H, W, C) for K = len(columns)."""
+    panels = []
+    for k, (i, t) in enumerate(columns):
+        pairs = np.stack([x_t[:, k], x0[:, k]], axis=1).reshape(-1, *x_t.shape[2:])  # (2n, H, W, C): x_t, x̂0, x_t, ...
+        panels.append(([f"eval {i + 1}/{nfe}", f"t = {t}"], image_grid(pairs, ncol=1)))
+    return titled_panels(title, panels)

@@ -19,6 +19,7 @@ def sample_loop(
     generators: GeneratorArg,
     device: torch.device | str,
     progress: bool = True,
+    callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Draw samples (B, C, H, W) float32 on `device` with a sampler whose `set_timesteps` was called.
 
@@ -29,6 +30,8 @@ def sample_loop(
     sampler can serve several batches. Works for every sampler: `timesteps` lists each model evaluation
     (Heun lists a timestep twice), `scale_model_input` gives the network its input, and
     `init_noise_sigma` scales x_T (both trivial except for samplers working in sigma space).
+    `callback(i, t, model_input, model_output)`, if given, sees every evaluation i (as diffusers'
+    `callback_on_step_end`): the network's input x_t and its output, both (B, C, H, W).
     """
     if getattr(sampler, "timesteps", None) is None:
         raise ValueError("call sampler.set_timesteps(n) before sample_loop")
@@ -38,10 +41,13 @@ def sample_loop(
     # 1. x_T ~ N(0, init_noise_sigma^2 I): (B, C, H, W), row i from generators[i] on CPU, then moved to device
     x = randn_per_sample(shape, generators, dtype=torch.float32, device=device) * sampler.init_noise_sigma
     with torch.no_grad():
-        for t in tqdm(sampler.timesteps.tolist(), desc="sampling", file=sys.stderr, disable=not progress):
+        for i, t in enumerate(tqdm(sampler.timesteps.tolist(), desc="sampling", file=sys.stderr, disable=not progress)):
             # 2. The network's output at (scale_model_input(x, t), t): (B, C, H, W)
             t_batch = torch.full((B,), t, dtype=torch.int64, device=x.device)
-            out = model(sampler.scale_model_input(x, t), t_batch).to(torch.float32)
+            x_in = sampler.scale_model_input(x, t)
+            out = model(x_in, t_batch).to(torch.float32)
+            if callback is not None:
+                callback(i, t, x_in, out)
             # 3. x -> the next sample (x_{prev_t}, or Heun's intermediate point)
             x = sampler.step(out, t, x, generator=generators)
     return x

@@ -1,4 +1,6 @@
-"""Stage ``report``: one Markdown page with figures, metrics (FID beside its floor) and params."""
+"""Stage ``report``: one Markdown page with figures, metrics (FID beside its floor) and params, and the
+same page as self-contained HTML. Both name the git commit they were built at, whether the work tree
+matched it, and how the main metrics moved since the previous commit's."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .. import html_page, provenance
+from ..compare import MAIN_METRICS
 from ..config import Params, to_dict
 from ..io import ArtifactError, save_figure, write_text
 from ..plotting import loss_figure
@@ -35,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-grids", required=True, help="input: folder of the sweep's per-entry grids (.png)")
     p.add_argument("--loss-figure", required=True, help="output: loss curves (.png)")
     p.add_argument("--out", required=True, help="output: the report (.md)")
+    p.add_argument("--html", required=True, help="output: the report as one self-contained page (.html)")
 
 
 def read_curve(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +144,29 @@ The first {sweep.grid_size} samples of every row (the same seeds throughout), on
 {shown}"""
 
 
+def provenance_line(state: dict | None) -> str:
+    """The commit the report was built at and whether the work tree matched it (``provenance.work_tree``)."""
+    if state is None:
+        return "Built outside a git work tree: no commit to name."
+    n, shown = len(state["modified"]), ", ".join(f"`{p}`" for p in state["modified"][:8])
+    if n == 0:
+        return f"Built at commit `{state['commit']}`; the work tree was clean (the pipeline's outputs aside)."
+    more = f" and {n - 8} more" if n > 8 else ""
+    return f"Built at commit `{state['commit']}`; the work tree was **not clean**: {n} path(s) differed from it ({shown}{more})."
+
+
+def metrics_diff(m: dict, earlier: tuple[str, str, dict] | None) -> str:
+    """The main metrics against an earlier commit's (``provenance.earlier_json``), as a table."""
+    if earlier is None:
+        return "No earlier commit holds other metrics to compare with."
+    rev, commit, old = earlier
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    keys = [k for k in MAIN_METRICS if number(m.get(k)) and number(old.get(k))]
+    rows = [(k, f"{old[k]:.4g}", f"{m[k]:.4g}", f"{m[k] - old[k]:+.3g}" + (f" ({(m[k] - old[k]) / abs(old[k]):+.1%})" if old[k] else ""))
+            for k in keys]  # fmt: skip
+    return f"Against {rev} (`{commit[:10]}`), the metrics file as committed there:\n\n" + table(rows, ("metric", rev, "now", "change"))
+
+
 def run(args: argparse.Namespace, params: Params) -> None:
     load = lambda p: json.loads(Path(p).read_text())  # noqa: E731
     meta, vae, lat, ae = load(args.meta), load(args.vae_metrics), load(args.latent_metrics), load(args.vae_eval)
@@ -154,7 +182,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
     captions = {"dataset": "Dataset preview (one row per class)", "vae_recon": "Autoencoder: originals above reconstructions",
                 "vae_latents": "Validation latents, 2-D PCA, coloured by class",
-                "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)"}  # fmt: skip
+                "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)",
+                "trajectory": "Denoising trajectory of the first samples: x_t, and the x0 the model predicts there, decoded"}  # fmt: skip
     def show(paths: list[str]) -> str:
         return "\n\n".join(
             f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"
@@ -173,6 +202,10 @@ def run(args: argparse.Namespace, params: Params) -> None:
         ("recall ↑", cell("recall"), cell("recall_real")),
     ]
     metrics = table(rows, ("metric", f"samples (n={m['n_samples']})", f"real held-out (n={m['n_samples']}, the floor)"))
+    # git's view from the project folder; the outputs of runs (reports/, DVC's lock file) do not make it unclean
+    project = Path(args.params).resolve().parent
+    state = provenance.work_tree(project, ignore=[out_dir.resolve(), project / "dvc.lock"])
+    earlier = provenance.earlier_json(project, Path(args.metrics).resolve(), m)
     others = table(
         [
             ("evaluator validation accuracy", f"{ev['val_accuracy']:.4f}"),
@@ -182,6 +215,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
         ("quantity", "value"),
     )
     text = f"""# ldmpipe report
+
+{provenance_line(state)}
 
 Dataset **{meta['dataset']}**: {meta['n_train']} train / {meta['n_val']} validation images of
 {meta['image_size']}×{meta['image_size']}×{meta['channels']}, classes {', '.join(meta['classes'])}.
@@ -195,6 +230,8 @@ The floor is the same metric for held-out real images at the same n: a perfect g
 score about the floor, not 0.
 
 {metrics}
+
+{metrics_diff(m, earlier)}
 
 {others}
 
@@ -218,5 +255,7 @@ score about the floor, not 0.
 {yaml.safe_dump({k: (to_dict(v) if hasattr(v, '__dataclass_fields__') else v) for k, v in vars(params).items()}, sort_keys=False).strip()}
 ```
 """
+    page = html_page.render(text, out_dir, f"ldmpipe report: {meta['dataset']}")  # before writing: it may refuse an image
     write_text(args.out, text)
-    print(f"report: wrote {args.out}")
+    write_text(args.html, page)
+    print(f"report: wrote {args.out} and {args.html}")

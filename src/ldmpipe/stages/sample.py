@@ -1,7 +1,8 @@
 """Stage ``sample``: the chosen sampler on the EMA UNet, decoded by the autoencoder.
 
 Sample i starts from its own seed (derived from ``seed`` and i), so it does not depend on the
-batch size or on how many samples are drawn.
+batch size or on how many samples are drawn. The trajectory figure replays the first samples'
+reverse process and shows x_t and the predicted x̂0 at about 8 evenly spaced evaluations.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import argparse
 
 from .. import runtime
 from ..config import ConfigError, Params
-from ..generate import generate, make_sampler, schedule_of
+from ..generate import generate, make_sampler, schedule_of, trajectory
 from ..io import save_arrays, save_image
 from ..models.autoencoder import load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.unet import UNet
-from ..plotting import image_grid
+from ..plotting import image_grid, trajectory_figure
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", required=True, help="input: autoencoder weights")
     p.add_argument("--samples", required=True, help="output: generated images, uint8 (.safetensors)")
     p.add_argument("--grid", required=True, help="output: grid of the first samples (.png)")
+    p.add_argument("--trajectory", required=True, help="output: x_t and predicted x0 along the first samples' reverse process (.png)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -40,3 +42,6 @@ def run(args: argparse.Namespace, params: Params) -> None:
                       params.seed, device)  # fmt: skip
     save_arrays(args.samples, {"images": images}, {"sampler": cfg.sampler, "steps": cfg.steps})
     save_image(args.grid, image_grid(images[: cfg.grid_size]))
+    columns, x_t, x0 = trajectory(unet, vae, extra["scale_factor"], sampler, cfg.steps, params.seed, device=device)
+    title = f"{cfg.sampler}, {cfg.steps} {cfg.spacing} steps: x_t (upper) and predicted x0 (lower) of samples 0-{len(x_t) - 1}"
+    save_image(args.trajectory, trajectory_figure(columns, sampler.nfe, x_t, x0, title))

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--repo", default=".", help="the DVC repository (default: .)")
     cmp.add_argument("--out", default="reports/compare.md", help="Markdown table (default: reports/compare.md)")
     cmp.add_argument("--figure", default="reports/figures/compare_fid.png", help="FID plot")
+    exp = sub.add_parser("export", help="write a diffusers pipeline folder (DiffusionPipeline.from_pretrained loads it)")
+    exp.add_argument("--params", default="params.yaml",
+                     help="params file: sample.* gives the scheduler and default steps/eta (default: %(default)s)")  # fmt: skip
+    exp.add_argument("--diffusion", default="data/diffusion/model.safetensors", help="EMA UNet weights (default: %(default)s)")
+    exp.add_argument("--vae", default="data/vae/model.safetensors", help="autoencoder weights (default: %(default)s)")
+    exp.add_argument("--out", required=True, help="output folder (replaced if it holds an earlier export)")
     for name, (module, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -103,8 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             compare(args.repo, args.revs, args.num, args.out, args.figure)
             return 0
         params = load_params(args.params)
-        if args.command in DATA_PARALLEL and params.train.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        copies = args.command == "train-vae" and params.vae.kind == "pretrained"  # trains nothing: one process
+        if args.command in DATA_PARALLEL and params.train.nproc > 1 and not copies and "LOCAL_RANK" not in os.environ:
             return launch(argv, params.train.nproc)
+        if args.command == "export":
+            from .export import export_pipeline
+
+            index = export_pipeline(args.diffusion, args.vae, args.out, params.sample)
+            print(f"export: {args.out} ({index['scheduler'][1]}, {index['default_steps']} steps; "
+                  f"DiffusionPipeline.from_pretrained({args.out!r}, trust_remote_code=True))")  # fmt: skip
+            if index["note"]:
+                print(f"export: note: {index['note']}")
+            return 0
         module = importlib.import_module(f"ldmpipe.stages.{STAGES[args.command][0]}")
         module.run(args, params)
         if args.command in DATA_PARALLEL:

@@ -1,20 +1,26 @@
 """Stage ``train_vae``: train the autoencoder (``vae.kind``: kl or vq), optionally against a PatchGAN
-discriminator; write weights, validation MSE/PSNR and a grid of reconstructions."""
+discriminator; write weights, validation MSE/PSNR and a grid of reconstructions.
+
+``vae.kind: pretrained`` trains nothing: the stage copies the diffusers AutoencoderKL of ``vae.pretrained``
+into the same checkpoint format and measures it the same way (see ``copy_pretrained``)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+from pathlib import Path
 
 import torch
 
 from .. import distributed, runtime
 from ..autoencoder_metrics import recon_metrics, reconstruct
-from ..config import Params, VAEConfig, to_dict
+from ..config import ConfigError, Params, VAEConfig, to_dict
 from ..io import load_arrays, save_image
 from ..images import tensor_to_model_input
 from ..models.autoencoder import build_autoencoder
 from ..models.checkpoint import save_model
 from ..models.discriminator import PatchDiscriminator
+from ..models.pretrained import WEIGHTS, load_pretrained
 from ..plotting import pair_grid
 from ..tracking import live_logger, log_step
 from ..training import TrainSettings, batch_indices, checkpointing, train_loop
@@ -37,8 +43,38 @@ def vq_settings(cfg: VAEConfig) -> dict:
                 dead_threshold=cfg.dead_code_threshold)  # fmt: skip
 
 
+def copy_pretrained(args: argparse.Namespace, params: Params) -> None:
+    """vae.kind pretrained: the checked folder's AutoencoderKL (float32) becomes --model, with the source
+    file's SHA-256 in its metadata; validation MSE/PSNR and the grid as for a trained one. The loss curve
+    holds its header only (no training steps); the summary has no loss."""
+    cfg = params.vae
+    device = runtime.setup(params.device)
+    val, _ = load_arrays(args.val)
+    vae = load_pretrained(cfg.pretrained, cfg.downsample, cfg.latent_channels).to(device)
+    dc, channels = vae.config["diffusers_config"], val["images"].shape[-1]
+    if (dc["in_channels"], dc["out_channels"]) != (channels, channels):
+        raise ConfigError(f"vae.pretrained '{cfg.pretrained}' maps {dc['in_channels']}-channel images to "
+                          f"{dc['out_channels']}-channel ones, but the data has {channels} channels")  # fmt: skip
+    with live_logger(args.live) as live:
+        recons = reconstruct(vae, val["images"], device)
+        metrics = recon_metrics(val["images"], recons)
+        for k, v in metrics.items():
+            live.summary[k] = v
+        curve = Path(live.plots_dir) / "metrics" / "loss.tsv"
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        curve.write_text("step\tloss\n")
+    digest = hashlib.sha256((Path(cfg.pretrained) / WEIGHTS).read_bytes()).hexdigest()
+    save_model(vae, args.model, extra={"pretrained": cfg.pretrained, "sha256": digest})
+    save_image(args.grid, pair_grid(val["images"][:32], recons[:32]))
+    print(f"train_vae (pretrained): copied {cfg.pretrained} (AutoencoderKL, f={cfg.downsample}, {cfg.latent_channels} "
+          f"latent channels; {WEIGHTS} sha256 {digest[:12]}); val MSE {metrics['val_mse']:.5f}, "
+          f"PSNR {metrics['val_psnr']:.2f} dB")  # fmt: skip
+
+
 def run(args: argparse.Namespace, params: Params) -> None:
     cfg = params.vae
+    if cfg.kind == "pretrained":
+        return copy_pretrained(args, params)
     device = runtime.setup(params.device)
     shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
     train, _ = load_arrays(args.train)

@@ -6,6 +6,7 @@
 #   snakemake --cores 2            # the whole pipeline
 #   snakemake --cores 2 sample     # up to one stage
 #   snakemake --report report.html # Snakemake's own report of a finished run
+#   snakemake --profile profiles/slurm   # on a SLURM cluster (README: Run on a cluster)
 #
 # dvc.yaml features translated here: a `matrix` stage becomes one rule with a wildcard per matrix
 # key (`${item.key}` -> `{key}`, values from the matrix or from params.yaml; DVC's entry
@@ -16,7 +17,6 @@ import itertools
 import re
 
 import yaml
-from snakemake.exceptions import WorkflowError
 
 configfile: "params.yaml"
 
@@ -24,10 +24,16 @@ report: "captions/workflow.rst"
 
 DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
 
-# Engine-specific settings, not graph: torch stages use all cores (their CPU results depend on the
-# thread count, which ldmpipe fixes itself), and the diffusion training rule asks for the GPU.
-LIGHT = {"prepare", "report"}
-RESOURCES = {"train_diffusion": {"gpu": 1}}
+# Engine-specific settings, not graph: threads, memory, runtime and GPUs per rule, declared in
+# resources.yaml (read here, at parse time; nothing reads workflow.cores, so `--executor slurm`
+# needs no --cores). The rule's {threads} reach the stage as LDMPIPE_NUM_THREADS.
+_RES = yaml.safe_load(open(workflow.source_path("resources.yaml")))
+
+
+def resources_of(name):
+    """The rule's resources: resources.yaml's defaults updated with its own entry (`${a.b}` looked up)."""
+    return {k: lookup(v) for k, v in {**_RES["default"], **(_RES["rules"].get(name) or {})}.items()}
+
 
 # Snakemake's report (`snakemake --report report.html`): every metric and plot that dvc.yaml declares,
 # and the HTML report, under its stage's category, captioned by captions/<stage>.rst (matrix entries
@@ -47,14 +53,6 @@ CATEGORIES = {
     "guidance_sweep": "Guidance sweep",
     "report": "Report",
 }
-
-
-def all_cores():
-    """--cores; 1 where none is given (`snakemake --report report.html`, which runs no job)."""
-    try:
-        return workflow.cores
-    except WorkflowError:
-        return 1
 
 
 def lookup(value):
@@ -151,8 +149,8 @@ for _name, _stage in DVC.items():
             "logs/" + _name + "".join("-{" + k + "}" for k in _m) + ".log",
         wildcard_constraints:
             **{k: "|".join(map(re.escape, v)) for k, v in _m.items()},
-        threads: 1 if _name in LIGHT else all_cores()
+        threads: resources_of(_name)["threads"]
         resources:
-            **RESOURCES.get(_name, {}),
+            **{k: v for k, v in resources_of(_name).items() if k != "threads"},
         shell:
-            "{params.cmd} 2>&1 | tee {log}"
+            "LDMPIPE_NUM_THREADS={threads} {params.cmd} 2>&1 | tee {log}"

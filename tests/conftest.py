@@ -75,7 +75,7 @@ def sh(cmd: str, cwd: Path, env: dict | None = None) -> str:
 
 def make_repo(path: Path) -> Path:
     """A git + DVC repo holding the pipeline definition, the code and the tiny params, committed."""
-    for name in ("dvc.yaml", "Snakefile", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", "Snakefile", "resources.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
     shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(ROOT / "captions", path / "captions")  # Snakemake's report

@@ -110,7 +110,7 @@ CASES = [
     (lambda p: p.pop("evaluate"), "evaluate is missing"),
     (lambda p: p.update(data=[1, 2]), "data must be a mapping"),
     (lambda p: p["data"].update(on_bad_file="ignore"), "data.on_bad_file must be one of fail, skip, got 'ignore'"),
-    (lambda p: p["vae"].update(kind="foo"), "vae.kind must be one of kl, vq, got 'foo'"),
+    (lambda p: p["vae"].update(kind="foo"), "vae.kind must be one of kl, vq, pretrained, got 'foo'"),
     (lambda p: p["vae"].update(codebook_size=0), "vae.codebook_size must be a positive integer, got 0"),
     (lambda p: p["vae"].update(beta=-0.25), "vae.beta must be a non-negative number, got -0.25"),
     (lambda p: p["vae"].update(codebook_decay=1.0), "vae.codebook_decay must be in (0.0, 1.0), got 1.0"),

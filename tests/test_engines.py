@@ -59,7 +59,7 @@ def snakemake_jobs() -> dict[str, dict]:
     for line in r.stdout.splitlines():
         if m := re.match(r"(?:local)?rule (\w+):$", line):
             current = {"rule": m.group(1), "input": [], "output": []}
-        elif current is not None and (m := re.match(r"    (input|output|log|wildcards): (.*)$", line)):
+        elif current is not None and (m := re.match(r"    (input|output|log|wildcards|threads): (.*)$", line)):
             current[m.group(1)] = m.group(2).split(", ")
         elif current is not None and line.startswith("Shell command: "):
             current["shell"] = line.removeprefix("Shell command: ")
@@ -78,7 +78,8 @@ def test_snakefile_jobs_equal_dvc_stages():
         assert sorted(job["input"]) == sorted(as_files(stage["deps"])), name
         assert sorted(job["output"]) == sorted(stage["outs"]), name
         assert len(job["log"]) == 1 and job["log"][0].startswith(f"logs/{name.split('@')[0]}")
-        assert job["shell"] == f"{stage['cmd']} 2>&1 | tee {job['log'][0]}"
+        threads = job.get("threads", ["1"])[0]  # a dry run leaves out `threads: 1`
+        assert job["shell"] == f"LDMPIPE_NUM_THREADS={threads} {stage['cmd']} 2>&1 | tee {job['log'][0]}"
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

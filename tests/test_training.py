@@ -59,3 +59,34 @@ def test_batches_cover_each_epoch_once():
 def test_non_finite_loss_stops_with_the_step():
     with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf|-inf) at step \d+"):
         fit(0, steps=200, lr=1e12, ema=None)
+
+
+def test_foreach_ema_equals_the_per_parameter_update():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9)
+    reference = [p.detach().clone() for p in ema.model.parameters()]
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model[1].running_mean.add_(1.0)
+        ema.update(model)
+        d = min(0.9, (1 + ema.updates) / (10 + ema.updates))
+        reference = [e.lerp(p.detach(), 1.0 - d) for e, p in zip(reference, model.parameters())]
+    assert all(torch.equal(a, b) for a, b in zip(ema.model.parameters(), reference))
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)
+
+
+def test_rng_restore_tolerates_other_gpu_counts(monkeypatch):
+    from ldmpipe.training.resume import rng_state, set_rng_state
+
+    state = rng_state()
+    set_rng_state({**state, "cuda": torch.zeros(16, dtype=torch.uint8)})  # saved on a GPU machine, restored on CPU
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s: restored.append(s))
+    one, other = torch.ones(4, dtype=torch.uint8), torch.zeros(4, dtype=torch.uint8)
+    set_rng_state({**state, "cuda": one})  # this version: the current device's state
+    set_rng_state({**state, "cuda": [one, other, other]})  # older states: one per visible GPU
+    assert len(restored) == 2 and all(torch.equal(r, one) for r in restored)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--repo", default=".", help="the DVC repository (default: .)")
     cmp.add_argument("--out", default="reports/compare.md", help="Markdown table (default: reports/compare.md)")
     cmp.add_argument("--figure", default="reports/figures/compare_fid.png", help="FID plot")
+    exp = sub.add_parser("export", help="write a diffusers pipeline folder (DiffusionPipeline.from_pretrained loads it)")
+    exp.add_argument("--params", default="params.yaml",
+                     help="params file: sample.* gives the scheduler and default steps/eta (default: %(default)s)")  # fmt: skip
+    exp.add_argument("--diffusion", default="data/diffusion/model.safetensors", help="EMA UNet weights (default: %(default)s)")
+    exp.add_argument("--vae", default="data/vae/model.safetensors", help="autoencoder weights (default: %(default)s)")
+    exp.add_argument("--out", required=True, help="output folder (replaced if it holds an earlier export)")
     for name, (module, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -54,7 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# stages that train data-parallel under torchrun when train.nproc > 1
+DATA_PARALLEL = {"train-vae", "train-evaluator", "train-diffusion"}
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Rerun this very command as ``torchrun --standalone --nproc-per-node N -m ldmpipe ...``.
+
+    Each worker prints its own one-line error; the launcher returns the first failure's exit code.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # ldmpipe sets each worker's threads itself
+    os.environ["LDMPIPE_LAUNCHER_PID"] = str(os.getpid())  # workers die with this process
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "ldmpipe", *argv]))
+    except ChildFailedError as e:
+        return e.get_first_failure()[1].exitcode or 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from .data import DataError
     from .io import ArtifactError
@@ -81,8 +110,24 @@ def main(argv: list[str] | None = None) -> int:
             compare(args.repo, args.revs, args.num, args.out, args.figure)
             return 0
         params = load_params(args.params)
+        copies = args.command == "train-vae" and params.vae.kind == "pretrained"  # trains nothing: one process
+        if args.command in DATA_PARALLEL and params.train.nproc > 1 and not copies and "LOCAL_RANK" not in os.environ:
+            return launch(argv, params.train.nproc)
+        if args.command == "export":
+            from .export import export_pipeline
+
+            index = export_pipeline(args.diffusion, args.vae, args.out, params.sample)
+            print(f"export: {args.out} ({index['scheduler'][1]}, {index['default_steps']} steps; "
+                  f"DiffusionPipeline.from_pretrained({args.out!r}, trust_remote_code=True))")  # fmt: skip
+            if index["note"]:
+                print(f"export: note: {index['note']}")
+            return 0
         module = importlib.import_module(f"ldmpipe.stages.{STAGES[args.command][0]}")
         module.run(args, params)
+        if args.command in DATA_PARALLEL:
+            from .distributed import shutdown
+
+            shutdown()  # leave the process group (a no-op for one process)
     except (ConfigError, DataError) as e:
         print(f"ldmpipe {args.command}: error: {e}", file=sys.stderr)
         return 2

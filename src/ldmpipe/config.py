@@ -94,7 +94,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    kind: str = spec(one_of("kl", "vq"))
+    kind: str = spec(one_of("kl", "vq", "pretrained"))
+    pretrained: str | None = spec()  # kind pretrained: a local folder holding a diffusers AutoencoderKL
     channels: int = spec(positive)
     downsample: int = spec(power_of_two)
     latent_channels: int = spec(positive)
@@ -157,6 +158,7 @@ class TrainConfig:
     log_every: int = spec(positive)
     checkpoint_every: int = spec(non_negative)
     bf16: bool = spec()
+    nproc: int = spec(positive)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,18 @@ def check_consistency(p: Params) -> None:
             f"vae.disc_start must be smaller than vae.steps ({p.vae.steps}) when vae.disc_weight > 0 "
             f"(else the discriminator never starts), got {p.vae.disc_start}"
         )
+    for key, size in (("vae.batch_size", p.vae.batch_size), ("evaluator.batch_size", p.evaluator.batch_size),
+                      ("train.batch_size", p.train.batch_size)):  # fmt: skip
+        if size % p.train.nproc:  # each data-parallel process takes an equal slice of every batch
+            raise ConfigError(f"{key} must be divisible by train.nproc ({p.train.nproc}), got {size}")
+    if p.train.nproc > 1 and p.vae.disc_weight > 0:
+        raise ConfigError("vae.disc_weight must be 0 when train.nproc > 1 (the PatchGAN's BatchNorm statistics "
+                          f"would be per process), got {p.vae.disc_weight}")  # fmt: skip
+    if (p.vae.kind == "pretrained") != (p.vae.pretrained is not None):
+        raise ConfigError(
+            "vae.pretrained must name a local folder holding a diffusers AutoencoderKL (save_pretrained) when "
+            f"vae.kind is pretrained, and be null otherwise; got {_fmt(p.vae.pretrained)} with vae.kind {p.vae.kind}"
+        )
     vectors = p.vae.batch_size * (p.data.image_size // p.vae.downsample) ** 2
     if p.vae.kind == "vq" and p.vae.dead_code_threshold > 0 and p.vae.codebook_size > vectors:
         raise ConfigError(
@@ -404,6 +418,10 @@ def check_paths(p: Params) -> None:
         raise ConfigError(f"data.root must be an existing folder when data.download is false, got '{d.root}' (not found)")
     if p.evaluate.inception:
         check_inception_weights(p.evaluate.inception_weights)
+    if p.vae.kind == "pretrained":
+        from .models.pretrained import check_folder  # reads the folder's config.json; diffusers not needed
+
+        check_folder(p.vae.pretrained, p.vae.downsample, p.vae.latent_channels)
 
 
 def check_inception_weights(w: str | None) -> None:

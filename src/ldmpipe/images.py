@@ -10,8 +10,12 @@ import torch
 
 def to_model_input(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (B, H, W, C) -> float32 (B, C, H, W) in [-1, 1] on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return (x / 127.5 - 1.0).to(device)
+    return tensor_to_model_input(torch.from_numpy(np.ascontiguousarray(images))).to(device)
+
+
+def tensor_to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 tensor (B, H, W, C) -> float32 (B, C, H, W) in [-1, 1], on the tensor's device."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

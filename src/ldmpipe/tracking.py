@@ -18,8 +18,18 @@ from typing import Any
 from .io import remove_stale
 
 
+class _Unlogged:
+    """What a non-zero rank of a data-parallel run logs into: nothing (rank 0 writes the curves)."""
+
+    def __init__(self) -> None:
+        self.summary: dict[str, Any] = {}
+
+
 @contextlib.contextmanager
-def live_logger(directory: str | Path) -> Iterator[Any]:
+def live_logger(directory: str | Path, enabled: bool = True) -> Iterator[Any]:
+    if not enabled:
+        yield _Unlogged()
+        return
     from dvclive import Live
 
     final = Path(directory)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..runtime import WHOLE, Shard, to_device
 from .parameterization import check_prediction, training_target
 from .schedule import NoiseSchedule
 
@@ -40,6 +41,7 @@ def diffusion_loss(
     generator: torch.Generator | None,
     prediction: str = "epsilon",
     min_snr_gamma: float | None = None,
+    shard: Shard = WHOLE,
 ) -> torch.Tensor:
     """E_{t, x0, eps} || target - model(x_t, t) ||^2 (Ho et al. eq. 14), a scalar; target per `prediction`
     (see `parameterization`): eps, x0, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0.
@@ -50,6 +52,10 @@ def diffusion_loss(
 
     With ``min_snr_gamma``, sample i's squared error is weighted by `min_snr_weights` (Hang et al. 2023):
     the many easy low-noise timesteps stop dominating the gradient, which speeds up convergence.
+
+    Data-parallel, x0 is this rank's slice of the global batch (``shard``): t and eps are drawn for
+    the whole global batch and sliced, so sample i gets the same t and eps for any number of
+    processes, and the loss is the slice's mean (DDP averages the equal slices' gradients).
     """
     check_prediction(prediction)
     if x0.ndim < 2:
@@ -58,21 +64,21 @@ def diffusion_loss(
         raise ValueError("the diffusion loss needs a CPU generator")
     B = x0.shape[0]
     # 1. t ~ Uniform({0, ..., T-1}): (B,) int64
-    t = torch.randint(0, schedule.num_timesteps, (B,), generator=generator, dtype=torch.long)
+    t = shard.randint(schedule.num_timesteps, B, generator)
     # 2. eps ~ N(0, I): (B, C, H, W)
-    eps = torch.randn(tuple(x0.shape), generator=generator, dtype=torch.float32)
-    eps = eps.to(device=x0.device, dtype=x0.dtype)
+    eps = shard.randn(tuple(x0.shape), generator)
+    eps = to_device(eps, x0.device).to(x0.dtype)
     # 3. x_t ~ q(x_t | x0) (eq. 4), and the target: (B, C, H, W)
     x_t = schedule.add_noise(x0, eps, t)
     target = training_target(prediction, x0, eps, schedule.alphas_cumprod[t])
     # 4. MSE against the target, reduced in float32 (eq. 14)
-    pred = model(x_t, t.to(x0.device))
+    pred = model(x_t, to_device(t, x0.device))
     if pred.shape != target.shape:
         raise ValueError(f"model output shape {tuple(pred.shape)} != input shape {tuple(target.shape)}")
     if min_snr_gamma is None:
         return F.mse_loss(pred.float(), target.float())
     # 5. Min-SNR-gamma: per-sample weights (B,), from float64 SNR
-    weight = min_snr_weights(schedule.snr(t), min_snr_gamma, prediction).to(device=x0.device, dtype=torch.float32)
+    weight = to_device(min_snr_weights(schedule.snr(t), min_snr_gamma, prediction), x0.device).float()
     per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
     return (weight * per_sample).mean()
 

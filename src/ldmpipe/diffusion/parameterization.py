@@ -18,6 +18,7 @@ import math
 import torch
 
 from ..constants import PREDICTIONS  # one list, shared with config validation
+from ..runtime import to_device
 
 
 def check_prediction(prediction: str) -> str:
@@ -34,8 +35,8 @@ def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, abar
     if prediction == "sample":
         return x0
     shape = (-1,) + (1,) * (x0.ndim - 1)
-    a = abar.sqrt().reshape(shape).to(device=x0.device, dtype=x0.dtype)  # (B, 1, 1, 1)
-    s = (1.0 - abar).sqrt().reshape(shape).to(device=x0.device, dtype=x0.dtype)
+    a = to_device(abar.sqrt().reshape(shape), x0.device).to(x0.dtype)  # (B, 1, 1, 1)
+    s = to_device((1.0 - abar).sqrt().reshape(shape), x0.device).to(x0.dtype)
     return a * noise.to(device=x0.device, dtype=x0.dtype) - s * x0  # v
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..constants import SCHEDULES  # one list, shared with config validation
+from ..runtime import to_device
 
 # abar used in place of an exact 0 (zero terminal SNR) wherever sigma = sqrt((1 - abar) / abar) must be
 # finite: diffusers' DPMSolverMultistepScheduler sets alphas_cumprod[-1] = 2**-24 in that case.
@@ -160,6 +161,6 @@ class NoiseSchedule:
             raise ValueError(f"t has {idx.shape[0]} entries for a batch of {x0.shape[0]}")
         abar = self.alphas_cumprod[idx]  # (B,) float64
         shape = (-1,) + (1,) * (x0.ndim - 1) if idx.ndim == 1 else ()
-        c0 = abar.sqrt().reshape(shape).to(device=x0.device, dtype=x0.dtype)  # (B, 1, 1, 1)
-        c1 = (1.0 - abar).sqrt().reshape(shape).to(device=x0.device, dtype=x0.dtype)
+        c0 = to_device(abar.sqrt().reshape(shape), x0.device).to(x0.dtype)  # (B, 1, 1, 1), no host sync
+        c1 = to_device((1.0 - abar).sqrt().reshape(shape), x0.device).to(x0.dtype)
         return c0 * x0 + c1 * noise.to(device=x0.device, dtype=x0.dtype)

@@ -1,8 +1,9 @@
-"""The two autoencoders behind one interface, and loading either from a checkpoint.
+"""The autoencoders behind one interface, and loading any of them from a checkpoint.
 
-Both ``AutoencoderKL`` and ``AutoencoderVQ`` offer ``encode_latents(x) -> z`` (KL: posterior
-mean; VQ: pre-quantisation encoder output) and ``decode_latents(z) -> x`` (VQ: quantise, then
-decode), so the stages downstream of training never branch on the kind.
+``AutoencoderKL``, ``AutoencoderVQ`` and ``PretrainedAutoencoderKL`` (a diffusers model) offer
+``encode_latents(x) -> z`` (KL: posterior mean; VQ: pre-quantisation encoder output) and
+``decode_latents(z) -> x`` (VQ: quantise, then decode), so the stages downstream of training never
+branch on the kind.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Protocol
 import torch
 
 from .checkpoint import load_model
+from .pretrained import PretrainedAutoencoderKL
 from .vae import AutoencoderKL
 from .vq import AutoencoderVQ
 
-AUTOENCODERS = (AutoencoderKL, AutoencoderVQ)
+AUTOENCODERS = (AutoencoderKL, AutoencoderVQ, PretrainedAutoencoderKL)
+KINDS = {AutoencoderKL: "kl", AutoencoderVQ: "vq", PretrainedAutoencoderKL: "pretrained"}  # vae.kind of each class
 
 
 class Autoencoder(Protocol):
@@ -41,6 +44,8 @@ def build_autoencoder(kind: str, in_channels: int, channels: int, downsample: in
     raise ValueError(f"unknown autoencoder kind {kind!r}; use 'kl' or 'vq'")
 
 
-def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> AutoencoderKL | AutoencoderVQ:
-    """Either autoencoder from its checkpoint; the class is read from the metadata and must be one of the two."""
+def load_autoencoder(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> AutoencoderKL | AutoencoderVQ | PretrainedAutoencoderKL:
+    """Any autoencoder from its checkpoint; the class is read from the metadata and must be one of ``AUTOENCODERS``."""
     return load_model(AUTOENCODERS, path, device)[0]

@@ -18,8 +18,8 @@ spirit of the texture statistics of Gatys et al. 2016):
 With ``standardise``, every feature dimension is then z-scored with the mean and standard
 deviation of the training images (``standardise_``), so FID, a sum of squares over dimensions,
 weighs each dimension by its natural spread instead of by the network's arbitrary units.  Training
-is unchanged: the head reads the top features only, and ``standardise_`` rescales it so that the
-logits stay the same.
+is unchanged: the head reads the top features only (``forward`` skips the statistics), and
+``standardise_`` rescales it so that the logits stay the same.
 """
 
 from __future__ import annotations
@@ -110,4 +110,8 @@ class Classifier(nn.Module):
         self.feature_std.copy_(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # logits (B, num_classes)
+        """Logits (B, num_classes) = ``head(features(x))``, without computing the block statistics."""
+        f = self.feature(self.body(x))  # top features (B, feature_dim)
+        if self.standardise:
+            f = (f - self.feature_mean[: f.shape[1]]) / self.feature_std[: f.shape[1]]
+        return self.head(f)

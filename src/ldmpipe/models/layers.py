@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import deterministic_attention
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups of at least 4 channels (Wu & He 2018)."""
@@ -35,7 +37,11 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Single-head spatial self-attention with a residual connection."""
+    """Single-head spatial self-attention with a residual connection.
+
+    On CUDA with deterministic algorithms on, SDPA runs its math backend (deterministic backward);
+    see ``runtime.deterministic_attention``.
+    """
 
     def __init__(self, ch: int):
         super().__init__()
@@ -44,7 +50,8 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # (B, HW, C)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # (B, HW, C)
+        with deterministic_attention(x.device):
+            out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # (B, HW, C)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 

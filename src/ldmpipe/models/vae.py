@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from ..runtime import WHOLE, Shard, to_device
 from .layers import Downsample, ResBlock, Upsample, group_norm
 
 
@@ -96,11 +97,12 @@ class AutoencoderKL(nn.Module):
         """The decoder's output conv weight, where the adversarial weight compares gradient norms."""
         return self.decoder[-1].weight
 
-    def forward_train(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Reconstruction of a reparameterised sample (noise drawn from ``gen`` on the CPU) and the
-        per-pixel KL(q(z|x) || N(0, I)): (recon (B, C, H, W), kl (), logs)."""
+    def forward_train(self, x: torch.Tensor, gen: torch.Generator, shard: Shard = WHOLE) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction of a reparameterised sample (noise drawn from ``gen`` on the CPU, for the
+        global batch when ``x`` is one rank's slice) and the per-pixel KL(q(z|x) || N(0, I)):
+        (recon (B, C, H, W), kl (), logs as tensors)."""
         posterior = self.encode(x)
-        noise = torch.randn(posterior.mean.shape, generator=gen).to(x.device)
+        noise = to_device(shard.randn(tuple(posterior.mean.shape), gen), x.device)
         recon = self.decode(posterior.sample(noise))
         kl = posterior.kl().mean() / x[0].numel()
-        return recon, kl, {"kl": kl.item()}
+        return recon, kl, {"kl": kl.detach()}

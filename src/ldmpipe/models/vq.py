@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import WHOLE, Shard, gather
 from .vae import build_decoder, build_encoder, level_channels
 
 
@@ -95,6 +96,13 @@ class VectorQuantizer(nn.Module):
         self.usage[dead] = 2.0 * self.dead_threshold  # a grace period before it may count as dead again
 
 
+def perplexity(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """exp(H(p)) of the code distribution over ``indices``, computed on their device (no host sync)."""
+    counts = torch.bincount(indices.flatten(), minlength=codebook_size).double()  # (K,)
+    p = counts / counts.sum()
+    return torch.exp(-torch.where(counts > 0, p * p.clamp_min(1e-300).log(), 0.0).sum())
+
+
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     """Fraction of codes used and perplexity exp(H(p)) of the code distribution p over indices (any shape).
 
@@ -138,12 +146,16 @@ class AutoencoderVQ(nn.Module):
     def last_layer(self) -> torch.Tensor:
         return self.decoder[-1].weight
 
-    def forward_train(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """(recon (B, C, H, W), quantiser loss (), logs); updates the codebook state in training mode."""
+    def forward_train(self, x: torch.Tensor, gen: torch.Generator, shard: Shard = WHOLE) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(recon (B, C, H, W), quantiser loss (), logs); updates the codebook state in training mode.
+
+        Data-parallel, ``x`` is one rank's slice: the codebook update sees the global batch's encoder
+        outputs and codes (gathered in rank order), so every rank updates its codebook identically.
+        """
         z = self.encoder(x)  # (B, D, h, w)
         q, loss, idx = self.quantizer(z)
         recon = self.decoder(q)
+        idx = gather(idx, shard)  # (global B, h, w)
         if self.training:
-            self.quantizer.update(z, idx, gen)
-        stats = codebook_stats(idx, len(self.quantizer.codebook))
-        return recon, loss, {"vq": loss.item(), "perplexity": stats["perplexity"]}
+            self.quantizer.update(gather(z.detach(), shard), idx, gen)
+        return recon, loss, {"vq": loss.detach(), "perplexity": perplexity(idx, len(self.quantizer.codebook))}

@@ -5,6 +5,10 @@ model sees ``scale_factor * z`` with ``scale_factor = 1 / std(z_train)``, so its
 variance whatever the autoencoder's latent scale.  The factor is stored with the latents; the
 metrics hold per-channel statistics before and after scaling and whether the scaled training
 latents, as the diffusion stage will see them (float32), have unit std within 5%.
+
+A pretrained diffusers VAE (``vae.kind: pretrained``) is scaled the same way: its own ``scaling_factor``
+(0.18215 for Stable Diffusion's) was measured on its training images, not on ours; it is reported as
+``pretrained_scaling_factor`` beside ours.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..config import Params
 from ..io import load_arrays, save_arrays, write_json
 from ..images import map_batches
 from ..models.autoencoder import Autoencoder, load_autoencoder
+from ..models.pretrained import PretrainedAutoencoderKL
 
 UNIT_STD_TOLERANCE = 0.05
 
@@ -75,6 +80,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     z = latents["train"][0]
     scale = scale_factor(z)
     stats = latent_statistics(z, scale)
+    if isinstance(vae, PretrainedAutoencoderKL):
+        stats["pretrained_scaling_factor"] = vae.scaling_factor
     for (split, (zs, labels)), out in zip(latents.items(), (args.train_out, args.val_out)):
         save_arrays(out, {"latents": zs, "labels": labels}, {"scale_factor": scale})
     write_json(args.metrics, stats)

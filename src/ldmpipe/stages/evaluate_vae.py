@@ -22,7 +22,7 @@ from ..features import FeatureExtractor, create_extractor
 from ..images import map_batches
 from ..io import load_arrays, save_figure, write_json
 from ..metrics import feature_statistics, frechet_distance
-from ..models.autoencoder import load_autoencoder
+from ..models.autoencoder import KINDS, load_autoencoder
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
 from ..models.vq import AutoencoderVQ
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     val = load_arrays(args.val)[0]
     images, labels = val["images"], val["labels"]
     classes = json.loads(Path(args.meta).read_text())["classes"]
-    kind = "vq" if isinstance(vae, AutoencoderVQ) else "kl"
+    kind = KINDS[type(vae)]
 
     # 1. reconstructions and their quality
     recons = reconstruct(vae, images, device)

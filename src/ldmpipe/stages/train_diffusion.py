@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .. import runtime
+from .. import distributed, runtime
 from ..config import Params, to_dict
 from ..diffusion.diagnostics import COLUMNS, probe_timesteps, timestep_errors
 from ..diffusion.guidance import drop_labels
@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: Params) -> None:
     cfg, d = params.train, params.diffusion
     device = runtime.setup(params.device)
+    shard = distributed.init(device, params.train.nproc)  # one process, or this rank of torchrun's (train.nproc)
     arrays, meta = load_arrays(args.latents)
     scale = float(meta["scale_factor"])
     data = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w), unit std
@@ -59,39 +60,46 @@ def run(args: argparse.Namespace, params: Params) -> None:
                                          rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
     gen = runtime.generator(params.seed, "train_diffusion.batches")
-    batches = batch_indices(len(data), cfg.batch_size, gen)
+    batches = batch_indices(len(data), cfg.batch_size, gen)  # global batches: the same on every rank
+    net = distributed.wrap(unet, shard)
 
     def loss_fn(step: int):
-        idx = next(batches).to(device)
-        x0, model = data[idx], unet
-        if classes:  # labels (B,), each dropped to the null class with probability cond_drop
-            y = drop_labels(labels[idx], d.cond_drop, unet.null_class, gen)
-            model = lambda x, t: unet(x, t, y)  # noqa: E731
+        idx = next(batches)  # global batch indices (B,)
+        x0, model = data[runtime.to_device(shard.take(idx), device)], net  # this rank's slice (B / N, z, h, w)
+        if classes:  # labels (B / N,): the global batch's, each dropped to the null class with probability
+            # cond_drop (one uniform per global row, drawn before t and eps), then this rank's slice
+            y = shard.take(drop_labels(labels[runtime.to_device(idx, device)], d.cond_drop, unet.null_class, gen))
+            model = lambda x, t: net(x, t, y)  # noqa: E731
         with runtime.autocast(device, cfg.bf16):
-            loss = diffusion_loss(model, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma)
-        return loss, {"loss": loss.item()}
+            loss = diffusion_loss(model, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma, shard=shard)
+        return loss, {"loss": loss.detach()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                              grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every)  # fmt: skip
     n_params = sum(p.numel() for p in unet.parameters())
     what = f", conditional on {len(classes)} classes (label dropout {d.cond_drop:g})" if classes else ""
-    print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}{what}, {device}")
+    if shard.main:
+        print(f"train_diffusion: UNet with {n_params / 1e6:.2f}M parameters on latents {tuple(data.shape[1:])}{what}, "
+              f"{device}" + (f" x {shard.world} processes" if shard.world > 1 else ""))  # fmt: skip
     config = {"seed": params.seed, "diffusion": to_dict(d), "unet": to_dict(u), "train": to_dict(cfg)}
     ckpt = checkpointing("train_diffusion", cfg.checkpoint_every, config, [args.latents])
-    with live_logger(args.live) as live:
+    with live_logger(args.live, enabled=shard.main) as live:
         ema = train_loop(unet, loss_fn, settings, log=lambda s, m: log_step(live, s, m), desc="train_diffusion",
-                         checkpointing=ckpt, extra_state={"generator": gen, "batches": batches})  # fmt: skip
+                         checkpointing=ckpt, extra_state={"generator": gen, "batches": batches}, shard=shard)  # fmt: skip
         live.summary["parameters"] = n_params
-        # Is the EMA model sound at every noise level? x0/target MSE on held-out latents at >= 12 timesteps
-        rows = timestep_report(ema.model.eval(), schedule, d.prediction, args.val_latents, scale, params.seed, device,
-                               conditional=bool(classes))  # fmt: skip
-        live.summary["x0_mse_last_t"] = rows[-1]["x0_mse"]  # at t = T-1, where trailing/DDPM sampling starts
-        live.summary["x0_mse_max"] = max(r["x0_mse"] for r in rows)
-    write_text(args.timestep_error, "\t".join(COLUMNS) + "\n" + "".join(
-        "\t".join(f"{r[c]:.6g}" for c in COLUMNS) + "\n" for r in rows))  # fmt: skip
-    save_figure(args.timestep_figure, timestep_error_figure(rows, d.prediction))
-    save_model(ema.model, args.model, extra=checkpoint_extra(d, scale, classes))
-    ckpt.discard()
+        if shard.main:  # only rank 0 evaluates and writes; the others wait for it
+            # Is the EMA model sound at every noise level? x0/target MSE on held-out latents at >= 12 timesteps
+            rows = timestep_report(ema.model.eval(), schedule, d.prediction, args.val_latents, scale, params.seed, device,
+                                   conditional=bool(classes))  # fmt: skip
+            live.summary["x0_mse_last_t"] = rows[-1]["x0_mse"]  # at t = T-1, where trailing/DDPM sampling starts
+            live.summary["x0_mse_max"] = max(r["x0_mse"] for r in rows)
+    if shard.main:
+        write_text(args.timestep_error, "\t".join(COLUMNS) + "\n" + "".join(
+            "\t".join(f"{r[c]:.6g}" for c in COLUMNS) + "\n" for r in rows))  # fmt: skip
+        save_figure(args.timestep_figure, timestep_error_figure(rows, d.prediction))
+        save_model(ema.model, args.model, extra=checkpoint_extra(d, scale, classes))
+        ckpt.discard()
+    distributed.barrier(shard)
 
 
 def class_names(meta: str) -> list[str]:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import WHOLE, Shard
+
 
 @dataclass(frozen=True)
 class Adversary:
@@ -28,6 +30,17 @@ class Adversary:
     opt: torch.optim.Optimizer
     weight: float
     start: int
+
+
+class TrainingForward(nn.Module):
+    """``forward`` = the autoencoder's ``forward_train``: DistributedDataParallel hooks ``forward``."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator, shard: Shard = WHOLE):
+        return self.autoencoder.forward_train(x, gen, shard)
 
 
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -42,21 +55,26 @@ def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: to
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
 
-def discriminator_step(adv: Adversary, real: torch.Tensor, fake: torch.Tensor) -> float:
+def discriminator_step(adv: Adversary, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """One optimiser step of the discriminator on real images and (detached) reconstructions (B, C, H, W)."""
     adv.disc.requires_grad_(True)
     adv.opt.zero_grad(set_to_none=True)
     loss = hinge_d_loss(adv.disc(real.detach()), adv.disc(fake.detach()))
     loss.backward()
     adv.opt.step()
-    return loss.item()
+    return loss.detach()
 
 
 def autoencoder_loss(
-    vae: nn.Module, x: torch.Tensor, gen: torch.Generator, reg_weight: float, step: int, adv: Adversary | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The autoencoder's loss on images x (B, C, H, W) at 1-based ``step``; updates the discriminator if on."""
-    recon, reg, reg_logs = vae.forward_train(x, gen)
+    vae: nn.Module, x: torch.Tensor, gen: torch.Generator, reg_weight: float, step: int, adv: Adversary | None = None,
+    shard: Shard = WHOLE, forward: nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The autoencoder's loss on images x (B, C, H, W) at 1-based ``step``; updates the discriminator if on.
+
+    Data-parallel: ``x`` is this rank's slice, ``forward`` the DDP-wrapped ``TrainingForward(vae)``
+    (the adversary is single-process only: its BatchNorm statistics would be per rank).
+    """
+    recon, reg, reg_logs = (forward or TrainingForward(vae))(x, gen, shard)
     rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
     total = rec + reg_weight * reg
     adv_logs: dict[str, float] = {}
@@ -68,5 +86,5 @@ def autoencoder_loss(
         g_loss = -adv.disc(recon).mean()
         lam = adaptive_weight(rec, g_loss, vae.last_layer)
         total = total + adv.weight * lam * g_loss
-        adv_logs = {"g_loss": g_loss.item(), "d_loss": d_loss, "adv_weight": lam.item()}
-    return total, {"loss": total.item(), "rec": rec.item(), **reg_logs, **adv_logs}
+        adv_logs = {"g_loss": g_loss.detach(), "d_loss": d_loss, "adv_weight": lam}
+    return total, {"loss": total.detach(), "rec": rec.detach(), **reg_logs, **adv_logs}

@@ -5,6 +5,13 @@ averaged logs every ``log_every`` steps through a callback.  Every random draw c
 generators the caller seeds, so the same settings give the same weights; with a
 ``Checkpointing``, the whole state (those generators included) is saved every N steps and a
 rerun continues from it, ending with the same bytes as an uninterrupted run.
+
+Data-parallel (``shard.world`` > 1): the caller's loss runs through DistributedDataParallel on
+its slice of the batch; every rank holds the same weights, optimiser and generators, and only
+rank 0 logs and saves.  Logged values are averaged over ranks at logging steps.
+
+The host waits for the device only at logging steps and checkpoint steps: losses and logs stay
+tensors in between, and a non-finite loss is noted on the device and reported there.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import distributed
+from ..distributed import WHOLE, Shard
 from .resume import Checkpointing, load_state, restore, rng_state, save_state, set_rng_state, state_of
 
 
@@ -48,12 +57,13 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """e <- e + (1 - d) (p - e) for all parameters in one multi-tensor call; buffers copied."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
-        for e, b in zip(self.model.buffers(), model.buffers()):
-            e.copy_(b)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
+        buffers = list(self.model.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(model.buffers()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "updates": self.updates}
@@ -93,7 +103,57 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> BatchS
 
 
 def _all_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
+def _window_values(window: dict[str, list[Any]], shard: Shard) -> dict[str, list[float]]:
+    """Each logged value per step of the window, averaged over ranks (the global batch's value, as
+    the ranks' slices are equal): one device sync."""
+    out = {}
+    for k, values in window.items():
+        steps = [torch.as_tensor(v, dtype=torch.float64).detach() for v in values]  # device tensors; floats after a resume
+        per_step = torch.stack([v.to(steps[-1].device) for v in steps])
+        if shard.world > 1:
+            per_step = distributed.mean(per_step.to(_comm_device()), shard)
+        out[k] = per_step.cpu().tolist()
+    return out
+
+
+def _window_means(window: dict[str, list[Any]], shard: Shard) -> dict[str, float]:
+    return {k: sum(v) / len(v) for k, v in _window_values(window, shard).items()}
+
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+class _NonFinite:
+    """The first step whose loss was NaN/Inf, recorded on the device (no sync), checked at sync points."""
+
+    def __init__(self) -> None:
+        self.step: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+    def note(self, step: int, loss: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        if self.step is None:
+            self.step = torch.zeros((), dtype=torch.long, device=loss.device)
+            self.value = torch.zeros((), device=loss.device)
+        first = (self.step == 0) & ~torch.isfinite(loss)
+        self.step = torch.where(first, step, self.step)
+        self.value = torch.where(first, loss, self.value)
+
+    def found(self, shard: Shard) -> tuple[int, float] | None:
+        if self.step is None:
+            return None
+        never = torch.iinfo(torch.long).max
+        step = torch.where(self.step == 0, never, self.step)
+        if shard.world > 1:
+            step = distributed.minimum(step.to(_comm_device()), shard)
+        step = int(step)
+        if step == never:
+            return None
+        return step, (float(self.value) if int(self.step) == step else float("nan"))
 
 
 def train_loop(
@@ -105,11 +165,15 @@ def train_loop(
     desc: str = "train",
     checkpointing: Checkpointing | None = None,
     extra_state: dict[str, Any] | None = None,
+    shard: Shard = WHOLE,
 ) -> EMA | None:
     """Run ``settings.steps`` optimiser steps on ``model``; return the EMA (if any).
 
     ``extra_state``: the caller's other stateful objects (generators, batch samplers, a
     discriminator and its optimiser), saved and restored with the loop's own state.
+    ``shard``: this process among data-parallel ones; ``loss_fn`` must then run ``model``
+    through ``distributed.wrap`` so that gradients are averaged.  Only rank 0 calls ``log``
+    and saves state; every rank returns the same EMA.
     """
     s = settings
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -120,6 +184,7 @@ def train_loop(
     history: list[tuple[int, dict[str, float]]] = []  # every logged window, replayed on resume
     start, saved = 0, None  # saved: (step, path) of the last good state
     ckpt = checkpointing
+    log = log if shard.main else None
     if ckpt is not None and ckpt.path.exists():
         state = load_state(ckpt.path)
         for name, obj in stateful.items():
@@ -127,23 +192,30 @@ def train_loop(
         set_rng_state(state["rng"])
         start, window, history = int(state["step"]), state["window"], [(int(k), m) for k, m in state["history"]]
         saved = (start, ckpt.path)
-        print(f"{desc}: resuming from step {start} of {s.steps} ({ckpt.path})")
+        if shard.main:
+            print(f"{desc}: resuming from step {start} of {s.steps} ({ckpt.path})")
         for k, means in history:
             if log is not None:
                 log(k, means)
     model.train()
-    bar = tqdm(range(start + 1, s.steps + 1), desc=desc, mininterval=2.0, dynamic_ncols=True, initial=start, total=s.steps)
-    for step in bar:
-        # 1. forward: the caller's loss on its own batch
-        loss, logs = loss_fn(step)
-        if not math.isfinite(loss.item()):
+    bad = _NonFinite()
+
+    def check_finite() -> None:  # a sync point: only at logging and checkpoint steps
+        if (found := bad.found(shard)) is not None:
             last = f"last good state: {saved[1]} (step {saved[0]})" if saved else "no state saved yet (train.checkpoint_every)"
-            raise NonFiniteLossError(f"{desc}: loss is {loss.item()} at step {step}; {last}; lower the learning rate")
-        # 2. backward, clip, update, average
+            raise NonFiniteLossError(f"{desc}: loss is {found[1]} at step {found[0]}; {last}; lower the learning rate")
+
+    bar = tqdm(range(start + 1, s.steps + 1), desc=desc, mininterval=2.0, dynamic_ncols=True, initial=start,
+               total=s.steps, disable=not shard.main)  # fmt: skip
+    for step in bar:
+        # 1. forward: the caller's loss on its own batch (slice)
+        loss, logs = loss_fn(step)
+        bad.note(step, loss)
+        # 2. backward (DDP averages the gradients over ranks), clip, update, average
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip is not None:
-            logs["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip))
+            logs["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         opt.step()
         sched.step()
         if ema is not None:
@@ -152,18 +224,27 @@ def train_loop(
         for k, v in logs.items():
             window.setdefault(k, []).append(v)
         if step % s.log_every == 0 or step == s.steps:
-            means = {k: sum(v) / len(v) for k, v in window.items()}
+            check_finite()
+            means = _window_means(window, shard)
             means["lr"] = sched.get_last_lr()[0]
             bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
             if log is not None:
                 log(step, means)
             history.append((step, means))
             window = {}
-        # 4. save the resumable state (only if the weights are still finite: a good state)
-        if ckpt is not None and ckpt.every and step % ckpt.every == 0 and step < s.steps and _all_finite(model):
-            state = {"step": step, "window": window, "history": [[k, m] for k, m in history], "rng": rng_state(),
-                     "objects": {name: state_of(obj) for name, obj in stateful.items()}}  # fmt: skip
-            save_state(ckpt.path, state)
-            saved = (step, ckpt.path)
+        # 4. save the resumable state (only if the weights are still finite: a good state); rank 0
+        #    writes it, every rank waits, so no rank runs ahead of the last saved step
+        if ckpt is not None and ckpt.every and step % ckpt.every == 0 and step < s.steps:
+            check_finite()
+            if _all_finite(model):
+                values = _window_values(window, shard)  # a collective: every rank takes part
+                if shard.main:
+                    state = {"step": step, "window": values,
+                             "history": [[k, m] for k, m in history], "rng": rng_state(),
+                             "objects": {name: state_of(obj) for name, obj in stateful.items()}}  # fmt: skip
+                    save_state(ckpt.path, state)
+                distributed.barrier(shard)
+                saved = (step, ckpt.path)
+    check_finite()
     model.eval()
     return ema

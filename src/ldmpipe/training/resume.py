@@ -72,17 +72,22 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    """The global RNGs (dropout and anything else not on a stage generator)."""
+    """The global RNGs (dropout and anything else not on a stage generator): the CPU's and, on a
+    CUDA machine, that of the current device only (each process trains on one device)."""
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what ``rng_state`` saved, whatever the number of GPUs now visible: the CUDA state
+    goes to the current device if there is one (and is ignored on a CPU-only machine).  A state
+    from an older version holds one entry per GPU that was visible; the first is used."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
 
 
 def state_of(obj: Any) -> Any:

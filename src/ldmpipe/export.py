@@ -1,0 +1,153 @@
+"""``ldmpipe export``: a trained latent diffusion model as a folder that ``diffusers`` loads offline.
+
+    DIR/model_index.json        ["pipeline_ldmpipe", "LDMPipePipeline"], default steps and eta
+    DIR/pipeline_ldmpipe.py     the pipeline class (ldmpipe/pipeline_ldmpipe.py, verbatim)
+    DIR/unet/                   LDMPipeUNet: config.json, weights, and our code (diffusers_models.py
+                                and the modules it imports: models/unet.py, ..., runtime.py)
+    DIR/vae/                    a diffusers AutoencoderKL (vae.kind pretrained) or LDMPipeAutoencoder
+                                (kl/vq, with the same code); config.scaling_factor = our 1 / std
+    DIR/scheduler/              the diffusers scheduler that computes what sample.sampler computes
+
+``DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)`` loads it with only torch and
+diffusers installed. The weights are copied bit for bit; the UNet runs our own code, so the only
+difference from ``ldmpipe sample`` is the scheduler's arithmetic (float32 tables where ours are float64).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .config import ConfigError, SampleConfig
+from .io import ArtifactError, remove_stale
+from .models.autoencoder import KINDS, load_autoencoder
+from .models.checkpoint import load_model
+from .models.pretrained import PretrainedAutoencoderKL, require_diffusers
+from .models.unet import UNet
+
+PACKAGE = Path(__file__).parent
+WRAPPERS = "diffusers_models"  # the component module: LDMPipeUNet and LDMPipeAutoencoder
+# our schedule name -> diffusers' beta_schedule; sigmoid goes as trained_betas (DDIM/DPM/Heun lack it)
+BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
+
+
+def scheduler_for(sampler: str, diffusion: dict, spacing: str):
+    """The diffusers scheduler configured to compute what our ``sampler`` computes on the checkpoint's
+    schedule (the pairings of tests/test_diffusion_reference.py, which compares them step by step)."""
+    import diffusers
+
+    from .diffusion.schedule import make_betas
+
+    d = diffusion
+    zero_snr = bool(d.get("zero_terminal_snr", False))
+    common = dict(num_train_timesteps=d["timesteps"], prediction_type=d["prediction"], timestep_spacing=spacing)
+    if d["schedule"] in BETA_SCHEDULES:
+        common.update(beta_schedule=BETA_SCHEDULES[d["schedule"]], beta_start=d["beta_start"], beta_end=d["beta_end"])
+    else:
+        common.update(trained_betas=make_betas(d["schedule"], d["timesteps"], d["beta_start"], d["beta_end"]).tolist())
+    if sampler == "heun":
+        if zero_snr:
+            raise ConfigError("sample.sampler heun cannot be exported for a model trained with diffusion.zero_terminal_snr: "
+                              "diffusers' HeunDiscreteScheduler has no zero-SNR option; use ddim or dpm_solver_pp")  # fmt: skip
+        return diffusers.HeunDiscreteScheduler(**common)
+    common["rescale_betas_zero_snr"] = zero_snr
+    if sampler == "ddim":
+        return diffusers.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+    if sampler == "ddpm":
+        return diffusers.DDPMScheduler(**common, variance_type="fixed_small", clip_sample=False)
+    return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+
+
+def differences(sampler: str, spacing: str, timesteps: int, steps: int) -> str | None:
+    """Where diffusers' scheduler does not compute what ours does (None: it does, to float32 rounding)."""
+    if sampler == "ddim" and (spacing == "linspace" or (spacing == "trailing" and timesteps % steps)):
+        return (f"diffusers' DDIM steps from t to t - T // n, not to the next of its {spacing} timesteps "
+                f"(T = {timesteps}, n = {steps}): its samples differ from ldmpipe's ddim")  # fmt: skip
+    if sampler == "heun" and spacing != "leading":
+        return (f"diffusers' Heun starts from x_T * sigma_max at {spacing} spacing, ldmpipe's from "
+                "x_T * sqrt(sigma_max^2 + 1): the same only where sigma_max >> 1")  # fmt: skip
+    return None
+
+
+def code_files() -> list[str]:
+    """diffusers_models.py and the modules it imports relatively (paths under ldmpipe/), found as
+    diffusers finds them when it copies a component's code."""
+    from diffusers.utils.dynamic_modules_utils import get_relative_imports
+
+    wrapper = PACKAGE / f"{WRAPPERS}.py"
+    return [wrapper.name, *sorted(m.replace(".", "/") + ".py" for m in get_relative_imports(str(wrapper)))]
+
+
+def _copy_code(folder: Path) -> None:
+    for name in code_files():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PACKAGE / name, folder / name)
+
+
+def _write_components(tmp: Path, unet: UNet, vae, scale: float, scheduler) -> dict[str, list[str]]:
+    """unet/, vae/ and scheduler/ under ``tmp``; returns their model_index.json entries."""
+    from .diffusers_models import LDMPipeAutoencoder, LDMPipeUNet
+
+    hf_unet = LDMPipeUNet(**unet.config)
+    hf_unet.unet.load_state_dict(unet.state_dict(), strict=True)
+    hf_unet.save_pretrained(tmp / "unet")
+    _copy_code(tmp / "unet")
+    if isinstance(vae, PretrainedAutoencoderKL):  # a stock diffusers model, with our scale
+        vae.vae.register_to_config(scaling_factor=scale, shift_factor=None)
+        vae.vae.save_pretrained(tmp / "vae")
+        vae_entry = ["diffusers", "AutoencoderKL"]
+    else:
+        hf_vae = LDMPipeAutoencoder(kind=KINDS[type(vae)], **vae.config, scaling_factor=scale)
+        hf_vae.autoencoder.load_state_dict(vae.state_dict(), strict=True)
+        hf_vae.save_pretrained(tmp / "vae")
+        _copy_code(tmp / "vae")
+        vae_entry = [WRAPPERS, "LDMPipeAutoencoder"]
+    scheduler.save_pretrained(tmp / "scheduler")
+    return {"unet": [WRAPPERS, "LDMPipeUNet"], "vae": vae_entry,
+            "scheduler": ["diffusers", type(scheduler).__name__]}  # fmt: skip
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; an existing ``out`` must be an earlier export (or empty)."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "model_index.json").is_file()):
+            raise ArtifactError(f"{out}: exists and is not a pipeline folder (no model_index.json); not replacing it")
+        old = out.parent / f".{out.name}.old{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, out)
+
+
+def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path, sample: SampleConfig) -> dict:
+    """Write the pipeline folder ``out`` (atomically: built beside it, then renamed) from a UNet
+    checkpoint and an autoencoder checkpoint; ``sample`` gives the scheduler, its spacing and the
+    pipeline's default steps and eta. Returns the model_index.json contents, with a ``note`` where the
+    exported scheduler does not compute what ``sample.sampler`` computes (see ``differences``)."""
+    diffusers = require_diffusers("ldmpipe export")
+    unet, extra = load_model(UNet, diffusion)
+    vae = load_autoencoder(vae_path)
+    latent = vae.config["diffusers_config"] if isinstance(vae, PretrainedAutoencoderKL) else vae.config
+    if latent["latent_channels"] != unet.config["in_channels"]:
+        raise ArtifactError(f"{vae_path}: its {latent['latent_channels']} latent channels are not the "
+                            f"{unet.config['in_channels']} input channels of {diffusion}")  # fmt: skip
+    scheduler = scheduler_for(sample.sampler, extra["diffusion"], sample.spacing)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, f".{out.name}.tmp")
+    remove_stale(out.parent, f".{out.name}.old")
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        index = {"_class_name": ["pipeline_ldmpipe", "LDMPipePipeline"], "_diffusers_version": diffusers.__version__,
+                 **_write_components(tmp, unet, vae, float(extra["scale_factor"]), scheduler),
+                 "default_steps": sample.steps, "default_eta": sample.eta}  # fmt: skip
+        shutil.copyfile(Path(__file__).with_name("pipeline_ldmpipe.py"), tmp / "pipeline_ldmpipe.py")
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        _replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**index, "note": differences(sample.sampler, sample.spacing, extra["diffusion"]["timesteps"], sample.steps)}

@@ -1,0 +1,51 @@
+"""Shards of a global batch, without a process group: each rank's slice and its random draws are
+the corresponding part of what one process would have drawn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import write_params
+from ldmpipe.config import ConfigError, load_params
+from ldmpipe.distributed import WHOLE, Shard
+
+
+def test_slices_of_two_ranks_make_the_global_batch():
+    batch = torch.arange(8)
+    parts = [Shard(r, 2).take(batch) for r in range(2)]
+    assert torch.equal(torch.cat(parts), batch) and WHOLE.take(batch) is batch
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_each_sample_gets_the_same_noise_for_any_number_of_ranks(world):
+    gen = torch.Generator().manual_seed(3)
+    whole_t, whole = WHOLE.randint(100, 8, gen), WHOLE.randn((8, 2, 3), gen)  # t, then eps
+    ts, eps = [], []
+    for rank in range(world):
+        gen = torch.Generator().manual_seed(3)  # every rank holds the same generator
+        shard = Shard(rank, world)
+        ts.append(shard.randint(100, 8 // world, gen))
+        eps.append(shard.randn((8 // world, 2, 3), gen))
+    assert torch.equal(torch.cat(ts), whole_t) and torch.equal(torch.cat(eps), whole)
+
+
+def test_one_process_draws_what_the_single_process_code_drew():
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    t = torch.randint(0, 10, (4,), generator=gen_a, dtype=torch.long)
+    eps = torch.randn((4, 3), generator=gen_a, dtype=torch.float32)
+    assert torch.equal(WHOLE.randint(10, 4, gen_b), t) and torch.equal(WHOLE.randn((4, 3), gen_b), eps)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["train"].update(nproc=2, batch_size=31), r"train.batch_size must be divisible by train.nproc \(2\), got 31"),
+        (lambda p: p["train"].update(nproc=3), r"vae.batch_size must be divisible by train.nproc \(3\), got 16"),
+        (lambda p: (p["train"].update(nproc=2), p["vae"].update(disc_weight=0.1)), r"vae.disc_weight must be 0 when train.nproc > 1"),
+    ],
+)
+def test_data_parallel_params_are_checked_before_any_work(tmp_path, tiny_params, change, message):
+    change(tiny_params)
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(tmp_path / "p.yaml", tiny_params))

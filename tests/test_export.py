@@ -1,0 +1,213 @@
+"""``ldmpipe export``: the folder diffusers loads, and its samples against ours, on random tiny models.
+
+The exported UNet is our code, so its outputs equal ours bit for bit; the schedulers are diffusers'
+own (float32 tables where ours are float64), so final latents agree to 1e-4 (measured: <= 1e-6 here).
+The end-to-end export of a trained tiny run (with a pretrained diffusers VAE) is in
+test_pretrained_vae.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY
+
+pytest.importorskip("diffusers")
+
+from ldmpipe.cli import main  # noqa: E402
+from ldmpipe.config import ConfigError, SampleConfig  # noqa: E402
+from ldmpipe.diffusion import sample_generators  # noqa: E402
+from ldmpipe.diffusion.sampling import sample_loop  # noqa: E402
+from ldmpipe.export import export_pipeline, scheduler_for  # noqa: E402
+from ldmpipe.generate import make_sampler, schedule_of  # noqa: E402
+from ldmpipe.io import ArtifactError  # noqa: E402
+from ldmpipe.models.checkpoint import save_model  # noqa: E402
+from ldmpipe.diffusers_models import LDMPipeAutoencoder, LDMPipeUNet  # noqa: E402
+from ldmpipe.models.unet import UNet  # noqa: E402
+from ldmpipe.models.vae import AutoencoderKL  # noqa: E402
+from ldmpipe.models.vq import AutoencoderVQ  # noqa: E402
+from ldmpipe.pipeline_ldmpipe import LDMPipePipeline  # noqa: E402
+
+HELPER = ROOT / "tests" / "helpers" / "sample_exported.py"
+DIFFUSION = dict(timesteps=100, schedule="linear", beta_start=1e-4, beta_end=0.02, zero_terminal_snr=False,
+                 prediction="epsilon", loss_weighting="none", min_snr_gamma=5.0)  # fmt: skip
+SCALE = 1.7  # the latent scale factor stored with the UNet
+SEEDS = [11, 12, 13]
+TOL = 1e-4
+
+
+def random_unet(seed: int = 0) -> UNet:
+    """The tiny config's UNet (4 x 8 x 8 latents) with a non-zero output layer (it starts at zero)."""
+    torch.manual_seed(seed)
+    unet = UNet(4, 8, 32, (1, 2), 1, (4,))
+    with torch.no_grad():
+        unet.out[-1].weight.normal_(0, 0.05)
+    return unet.eval()
+
+
+def random_vae(kind: str) -> AutoencoderKL | AutoencoderVQ:
+    torch.manual_seed(1)
+    if kind == "kl":
+        return AutoencoderKL(3, 16, 4, 4).eval()
+    return AutoencoderVQ(3, 16, 4, 4, codebook_size=16, beta=0.25, ema=True, decay=0.99, dead_threshold=1.0).eval()
+
+
+def sample_cfg(sampler: str = "ddim", steps: int = 5, spacing: str = "leading", eta: float = 0.0) -> SampleConfig:
+    return SampleConfig(sampler=sampler, steps=steps, spacing=spacing, eta=eta, n_samples=3, batch_size=3, grid_size=3)
+
+
+def ours(unet: UNet, vae, cfg: SampleConfig, diffusion: dict = DIFFUSION) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Our sampler's final scaled latents (B, 4, 8, 8) and (vae not None) the decoded images in [0, 1] (B, 3, 32, 32)."""
+    sampler = make_sampler(cfg.sampler, schedule_of(diffusion), prediction=diffusion["prediction"], spacing=cfg.spacing,
+                           eta=cfg.eta)  # fmt: skip
+    sampler.set_timesteps(cfg.steps)
+    z = sample_loop(unet, sampler, (len(SEEDS), 4, 8, 8), sample_generators(SEEDS), "cpu", progress=False)
+    if vae is None:
+        return z, None
+    with torch.no_grad():
+        return z, (vae.decode_latents(z / SCALE) / 2 + 0.5).clamp(0, 1)
+
+
+@pytest.fixture
+def checkpoints(tmp_path) -> dict[str, Path]:
+    paths = {"unet": tmp_path / "unet.safetensors", "kl": tmp_path / "kl.safetensors", "vq": tmp_path / "vq.safetensors"}
+    save_model(random_unet(), paths["unet"], extra={"scale_factor": SCALE, "diffusion": DIFFUSION})
+    for kind in ("kl", "vq"):
+        save_model(random_vae(kind), paths[kind])
+    return paths
+
+
+def test_unet_wrapper_is_our_unet():
+    unet = random_unet()
+    wrapped = LDMPipeUNet(**unet.config).eval()
+    wrapped.unet.load_state_dict(unet.state_dict())
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(wrapped(x, torch.tensor(37)).sample, unet(x, torch.full((3,), 37)))  # scalar t, as schedulers give it
+        t = torch.tensor([0, 50, 99])
+        assert torch.equal(wrapped(x, t).sample, unet(x, t))
+
+
+@pytest.mark.parametrize(
+    "sampler, spacing, eta",
+    [("ddim", "leading", 0.0), ("ddim", "trailing", 0.5), ("dpm_solver_pp", "leading", 0.0),
+     ("dpm_solver_pp", "trailing", 0.0), ("ddpm", "leading", 0.0), ("heun", "leading", 0.0)],
+)  # fmt: skip
+def test_pipeline_samples_as_our_sampler(sampler, spacing, eta):
+    """The exported scheduler (chosen by sample.sampler) in LDMPipePipeline, against our sampler: the same
+    x_T and per-sample noise (one CPU generator per seed) give the same latents and images."""
+    unet, vae = random_unet(), random_vae("kl")
+    cfg = sample_cfg(sampler, 4, spacing, eta)
+    hf_unet = LDMPipeUNet(**unet.config).eval()
+    hf_unet.unet.load_state_dict(unet.state_dict())
+    hf_vae = LDMPipeAutoencoder(kind="kl", **vae.config, scaling_factor=SCALE).eval()
+    hf_vae.autoencoder.load_state_dict(vae.state_dict())
+    pipe = LDMPipePipeline(hf_unet, hf_vae, scheduler_for(sampler, DIFFUSION, spacing), default_steps=4, default_eta=eta)
+    pipe.set_progress_bar_config(disable=True)
+    z, images = ours(unet, vae, cfg)
+    z_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent").images
+    images_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="pt").images
+    assert (z_hf - z).abs().max() <= TOL and z.abs().max() > 1  # not a trivially small sample
+    assert (images_hf - images).abs().max() <= TOL
+
+
+def test_exported_folder_loads_offline_and_samples_as_ours(tmp_path, checkpoints):
+    """`ldmpipe export` (DDIM, the tiny params' sampler), then DiffusionPipeline.from_pretrained in a fresh
+    offline process that imports no ldmpipe: its latents and images equal ours within 1e-4."""
+    out = tmp_path / "pipe"
+    argv = ["export", "--params", str(TINY), "--diffusion", str(checkpoints["unet"]), "--vae", str(checkpoints["kl"]),
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_ldmpipe", "LDMPipePipeline"] and index["scheduler"] == ["diffusers", "DDIMScheduler"]
+    assert (index["default_steps"], index["default_eta"]) == (5, 0.0)  # the tiny params' sample.steps and eta
+    assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] == SCALE
+
+    result = tmp_path / "result.safetensors"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run([sys.executable, str(HELPER), str(out), str(result), *map(str, SEEDS)], env=env,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    got = load_file(result)
+    assert int(got["ldmpipe_imported"]) == 0
+    from ldmpipe.models.checkpoint import load_model
+    from ldmpipe.models.autoencoder import load_autoencoder
+
+    unet, _ = load_model(UNet, checkpoints["unet"])
+    z, images = ours(unet, load_autoencoder(checkpoints["kl"]), sample_cfg())
+    assert (got["latents"] - z).abs().max() <= TOL
+    assert (got["images"] - images).abs().max() <= TOL
+
+
+def test_vq_autoencoder_exports_and_decodes_as_ours(tmp_path, checkpoints):
+    out = tmp_path / "pipe"
+    export_pipeline(checkpoints["unet"], checkpoints["vq"], out, sample_cfg())
+    assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffusers_models", "LDMPipeAutoencoder"]
+    for name in ("diffusers_models.py", "models/vae.py", "models/vq.py", "models/layers.py", "runtime.py"):
+        assert (out / "vae" / name).read_text() == (ROOT / "src/ldmpipe" / name).read_text()
+    hf_vae = LDMPipeAutoencoder.from_pretrained(out / "vae").eval()
+    vae = random_vae("vq")
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(hf_vae.decode(z).sample, vae.decode_latents(z))
+
+
+def test_export_refuses_and_replaces(tmp_path, checkpoints):
+    cfg = sample_cfg()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep")
+    with pytest.raises(ArtifactError, match="not a pipeline folder"):
+        export_pipeline(checkpoints["unet"], checkpoints["kl"], precious, cfg)
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    # an earlier export is replaced whole, and nothing is left beside it
+    out = tmp_path / "pipe"
+    export_pipeline(checkpoints["unet"], checkpoints["kl"], out, cfg)
+    (out / "stale.txt").write_text("from an earlier export")
+    export_pipeline(checkpoints["unet"], checkpoints["vq"], out, cfg)
+    assert not (out / "stale.txt").exists() and (out / "vae" / "models" / "vq.py").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # latents that do not fit the UNet
+    save_model(AutoencoderKL(3, 16, 4, 8), tmp_path / "wide.safetensors")
+    with pytest.raises(ArtifactError, match="8 latent channels are not the 4 input channels"):
+        export_pipeline(checkpoints["unet"], tmp_path / "wide.safetensors", tmp_path / "other", cfg)
+    assert not (tmp_path / "other").exists()
+
+
+def test_known_differences_are_named():
+    """diffusers' DDIM lands on t - T // n (README: "Export to diffusers"), and its Heun scales x_T by
+    sigma_max at trailing/linspace spacing: the export says so, and the samples do differ."""
+    from ldmpipe.export import differences
+
+    assert differences("ddim", "leading", 100, 7) is None and differences("ddim", "trailing", 100, 4) is None
+    assert "t - T // n" in differences("ddim", "trailing", 100, 7) and "t - T // n" in differences("ddim", "linspace", 100, 4)
+    assert "sigma_max" in differences("heun", "trailing", 100, 4) and differences("dpm_solver_pp", "linspace", 100, 4) is None
+    unet = random_unet()
+    hf_unet = LDMPipeUNet(**unet.config).eval()
+    hf_unet.unet.load_state_dict(unet.state_dict())
+    pipe = LDMPipePipeline(hf_unet, LDMPipeAutoencoder(), scheduler_for("heun", DIFFUSION, "trailing"), default_steps=4)
+    pipe.set_progress_bar_config(disable=True)
+    z_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent").images
+    assert (z_hf - ours(unet, None, sample_cfg("heun", 4, "trailing"))[0]).abs().max() > 0.1
+
+
+def test_heun_is_not_exported_at_zero_terminal_snr():
+    with pytest.raises(ConfigError, match="sample.sampler heun cannot be exported"):
+        scheduler_for("heun", {**DIFFUSION, "zero_terminal_snr": True, "prediction": "v_prediction"}, "trailing")
+
+
+def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
+    argv = ["export", "--params", str(TINY), "--diffusion", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "p")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.safetensors: checkpoint not found" in err[0]
+    assert not (tmp_path / "p").exists()

@@ -60,7 +60,8 @@ def random_vae(kind: str) -> AutoencoderKL | AutoencoderVQ:
 
 
 def sample_cfg(sampler: str = "ddim", steps: int = 5, spacing: str = "leading", eta: float = 0.0) -> SampleConfig:
-    return SampleConfig(sampler=sampler, steps=steps, spacing=spacing, eta=eta, n_samples=3, batch_size=3, grid_size=3)
+    return SampleConfig(sampler=sampler, steps=steps, spacing=spacing, eta=eta, n_samples=3, batch_size=3, grid_size=3,
+                        guidance_scale=1.0, classes=None)  # fmt: skip
 
 
 def ours(unet: UNet, vae, cfg: SampleConfig, diffusion: dict = DIFFUSION) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -211,3 +212,48 @@ def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none.safetensors: checkpoint not found" in err[0]
     assert not (tmp_path / "p").exists()
+
+
+def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch):
+    """A class-conditional UNet (3 classes) through `ldmpipe export` and DiffusionPipeline.from_pretrained:
+    guided DDIM latents (w = 2: one forward over the doubled batch) equal ours within 1e-4, for the
+    default classes (row i: class i mod K, as ldmpipe sample draws them) and for given labels at w = 1."""
+    from diffusers import DiffusionPipeline
+
+    from ldmpipe.diffusion.guidance import GuidedModel, sample_classes
+
+    torch.manual_seed(0)
+    unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3)
+    with torch.no_grad():
+        unet.out[-1].weight.normal_(0, 0.05)
+        unet.class_embed.weight.normal_(0, 1.0)  # classes that change the output visibly
+    unet.eval()
+    ckpt, vae_path = tmp_path / "unet.safetensors", tmp_path / "kl.safetensors"
+    save_model(unet, ckpt, extra={"scale_factor": SCALE, "diffusion": DIFFUSION, "classes": ["a", "b", "c"]})
+    save_model(random_vae("kl"), vae_path)
+    cfg = SampleConfig(sampler="ddim", steps=5, spacing="leading", eta=0.0, n_samples=3, batch_size=3, grid_size=3,
+                       guidance_scale=2.0, classes=None)  # fmt: skip
+    export_pipeline(ckpt, vae_path, tmp_path / "pipe", cfg)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.classes == ["a", "b", "c"] and pipe.config.default_guidance_scale == 2.0
+
+    def ours_guided(labels: torch.Tensor, w: float) -> torch.Tensor:
+        sampler = make_sampler("ddim", schedule_of(DIFFUSION), prediction=DIFFUSION["prediction"], spacing="leading")
+        sampler.set_timesteps(5)
+        model = GuidedModel(unet, labels, unet.null_class, w)
+        return sample_loop(model, sampler, (len(SEEDS), 4, 8, 8), sample_generators(SEEDS), "cpu", progress=False)
+
+    default = ours_guided(sample_classes(range(len(SEEDS)), [0, 1, 2]), 2.0)
+    z_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent").images
+    assert (z_hf - default).abs().max() <= TOL
+    labels = torch.tensor([2, 2, 0])
+    plain = ours_guided(labels, 1.0)
+    z_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), class_labels=labels, guidance_scale=1.0,
+                output_type="latent").images  # fmt: skip
+    assert (z_hf - plain).abs().max() <= TOL
+    assert (plain - default).abs().max() > 100 * TOL  # the labels and the guidance matter
+    with pytest.raises(ValueError, match="class_labels must be 3 labels in 0..2"):
+        pipe(batch_size=3, class_labels=[0, 1, 3], output_type="latent")

@@ -29,8 +29,10 @@ from .runtime import WHOLE  # noqa: F401  (imported by the models)
 
 
 class LDMPipeUNet(ModelMixin, ConfigMixin):
-    """``forward(sample, timestep)``: scaled latents (B, C, h, w) and a timestep (scalar or (B,)) -> the
-    network's output (eps, x0 or v: the scheduler's ``prediction_type``) as ``UNet2DOutput``."""
+    """``forward(sample, timestep, class_labels)``: scaled latents (B, C, h, w), a timestep (scalar or
+    (B,)) and, for a class model (``num_classes`` K > 0), labels (B,) in {0..K} (K: the null class of
+    classifier-free guidance) -> the network's output (eps, x0 or v: the scheduler's
+    ``prediction_type``) as ``UNet2DOutput``."""
 
     @register_to_config
     def __init__(
@@ -42,14 +44,22 @@ class LDMPipeUNet(ModelMixin, ConfigMixin):
         num_res_blocks: int = 1,
         attention_resolutions: tuple[int, ...] = (4,),
         dropout: float = 0.0,
+        num_classes: int = 0,
     ):
         super().__init__()
-        self.unet = UNet(in_channels, sample_size, channels, channel_mult, num_res_blocks, attention_resolutions, dropout)
+        self.unet = UNet(in_channels, sample_size, channels, channel_mult, num_res_blocks, attention_resolutions, dropout,
+                         num_classes=num_classes)  # fmt: skip
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, return_dict: bool = True):
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ):
         t = torch.as_tensor(timestep, device=sample.device)
         t = t.expand(sample.shape[0]) if t.ndim == 0 else t  # (B,), as the schedulers give it
-        out = self.unet(sample, t)  # (B, C, h, w)
+        out = self.unet(sample, t, class_labels)  # (B, C, h, w)
         return UNet2DOutput(sample=out) if return_dict else (out,)
 
 

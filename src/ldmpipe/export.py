@@ -1,6 +1,7 @@
 """``ldmpipe export``: a trained latent diffusion model as a folder that ``diffusers`` loads offline.
 
-    DIR/model_index.json        ["pipeline_ldmpipe", "LDMPipePipeline"], default steps and eta
+    DIR/model_index.json        ["pipeline_ldmpipe", "LDMPipePipeline"], default steps, eta and guidance
+                                scale; a class model's class names
     DIR/pipeline_ldmpipe.py     the pipeline class (ldmpipe/pipeline_ldmpipe.py, verbatim)
     DIR/unet/                   LDMPipeUNet: config.json, weights, and our code (diffusers_models.py
                                 and the modules it imports: models/unet.py, ..., runtime.py)
@@ -144,7 +145,8 @@ def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path
     try:
         index = {"_class_name": ["pipeline_ldmpipe", "LDMPipePipeline"], "_diffusers_version": diffusers.__version__,
                  **_write_components(tmp, unet, vae, float(extra["scale_factor"]), scheduler),
-                 "default_steps": sample.steps, "default_eta": sample.eta}  # fmt: skip
+                 "default_steps": sample.steps, "default_eta": sample.eta,
+                 "default_guidance_scale": sample.guidance_scale, "classes": extra.get("classes")}  # fmt: skip
         shutil.copyfile(Path(__file__).with_name("pipeline_ldmpipe.py"), tmp / "pipeline_ldmpipe.py")
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         _replace_folder(tmp, out)

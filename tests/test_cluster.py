@@ -17,7 +17,7 @@ from conftest import OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
 
 pytestmark = pytest.mark.e2e
 GPU_RULES = {"train_vae", "encode", "train_evaluator", "evaluate_vae", "train_diffusion", "sample", "sweep", "sweep_reference",
-             "evaluate"}  # fmt: skip
+             "evaluate", "guidance_sweep"}  # fmt: skip
 RULES = {name.split("@")[0] for name in STAGES}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed, runtime
-from ..config import Params, to_dict
+from ..config import ConfigError, Params, to_dict
 from ..diffusion.diagnostics import COLUMNS, probe_timesteps, timestep_errors
 from ..diffusion.guidance import drop_labels
 from ..diffusion.loss import diffusion_loss
@@ -35,7 +35,7 @@ from ..training import TrainSettings, batch_indices, checkpointing, train_loop
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latents", required=True, help="input: train latents with their scale factor")
-    p.add_argument("--meta", required=True, help="input: dataset meta (.json), for the class names")
+    p.add_argument("--meta", help="input: dataset meta (.json), for the class names (diffusion.conditioning: class)")
     p.add_argument("--model", required=True, help="output: EMA weights of the UNet (.safetensors)")
     p.add_argument("--live", required=True, help="output: DVCLive folder (loss curve, summary)")
     p.add_argument("--val-latents", required=True, help="input: validation latents, for the per-timestep error")
@@ -50,6 +50,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
     arrays, meta = load_arrays(args.latents)
     scale = float(meta["scale_factor"])
     data = torch.from_numpy(arrays["latents"]).float().mul_(scale).to(device)  # (N, z, h, w), unit std
+    if d.conditioning == "class" and args.meta is None:
+        raise ConfigError("diffusion.conditioning is class: train-diffusion needs --meta (the dataset's meta.json, "
+                          "for the class names)")  # fmt: skip
     classes = class_names(args.meta) if d.conditioning == "class" else []
     labels = torch.from_numpy(arrays["labels"]).long().to(device)  # (N,)
     torch.manual_seed(runtime.stage_seed(params.seed, "train_diffusion.init"))

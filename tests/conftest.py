@@ -90,3 +90,18 @@ def make_repo(path: Path) -> Path:
 def ran_stages(output: str) -> set[str]:
     """Stages that `dvc repro` / `dvc exp run` actually ran (not restored from cache)."""
     return set(re.findall(r"Running stage '([\w@-]+)'", output))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny pipeline run once by `dvc repro` for the whole session: (its repo, what DVC printed).
+    Modules that go on from a finished run take a copy (`copy_run`), so each pays for it once."""
+    repo = make_repo(tmp_path_factory.mktemp("tiny_run"))
+    return repo, sh("dvc repro", repo)
+
+
+def copy_run(run: Path, path: Path) -> Path:
+    """A copy of a finished run's repo (git, DVC cache and run cache, outputs with their mtimes) at
+    ``path``, which must not exist."""
+    shutil.copytree(run, path, symlinks=True)
+    return path

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_repo, ran_stages, sh
+from conftest import copy_run, ran_stages, sh
 from ldmpipe.diffusion import SAMPLERS, NoiseSchedule, diffusion_loss, sample_loop
 
 # --- 1. Gaussian data: the optimal predictor of each target in closed form ---------------------------
@@ -115,8 +115,8 @@ VARIANTS = [  # (prediction, loss weighting, zero terminal SNR); the tiny config
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("parameterizations"))
+def repo(tiny_run, tmp_path_factory) -> Path:
+    repo = copy_run(tiny_run[0], tmp_path_factory.mktemp("parameterizations") / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["sweep"]["samplers"] = ["ddim", "heun"]  # keep the reruns short
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ENV, OUTPUTS, make_repo, ran_stages, sh
+from conftest import ENV, OUTPUTS, copy_run, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +28,8 @@ def set_param(repo: Path, section: str, key: str, value) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("versioned"))
+def repo(tiny_run, tmp_path_factory) -> Path:
+    repo = copy_run(tiny_run[0], tmp_path_factory.mktemp("versioned") / "repo")
     sh("dvc repro && git add -A && git commit -qm 'tiny run'", repo)
     return repo
 
@@ -41,7 +41,8 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 def test_run_cache_restores_an_earlier_value_without_recomputing(repo):
     metrics = (repo / "reports/metrics.json").read_bytes()
     original = yaml.safe_load((repo / "params.yaml").read_text())["sample"]["steps"]
-    assert ran_stages(sh("dvc exp run -S sample.steps=3", repo)) == {"sample", "evaluate", "report"}
+    ran = ran_stages(sh("dvc exp run -S sample.steps=3", repo))
+    assert ran == {"sample", "evaluate", "guidance_sweep", "report"}
     assert (repo / "reports/metrics.json").read_bytes() != metrics
     out = sh(f"dvc exp run -S sample.steps={original}", repo)
     assert ran_stages(out) == set()

@@ -49,7 +49,8 @@ def load_model(
         raise ArtifactError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     known = {c.__name__: c for c in classes}
     if meta.get("class") not in known or "config" not in meta:
-        expected = " or ".join(known)
+        names = list(known)
+        expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         raise ArtifactError(f"{path}: expected a {expected} checkpoint, found {meta.get('class', 'no class')!r}")
     cls, config = known[meta["class"]], meta["config"]
     try:

@@ -20,6 +20,7 @@ run_config() {  # name params-file -> JSON fragment
     mkdir -p "$dir"
     cp "$root/dvc.yaml" "$root/Snakefile" "$root/resources.yaml" "$dir/"
     ln -s "$root/src" "$dir/src"
+    ln -s "$root/captions" "$dir/captions"  # the Snakefile's report() captions
     python - "$params" "$dir/params.yaml" "$nproc" <<'PY'
 import sys, yaml
 p = yaml.safe_load(open(sys.argv[1]))

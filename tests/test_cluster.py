@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
+from conftest import ENV, OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
 
 pytestmark = pytest.mark.e2e
 GPU_RULES = {"train_vae", "encode", "train_evaluator", "evaluate_vae", "train_diffusion", "sample", "sweep", "sweep_reference",
@@ -24,7 +24,9 @@ RULES = {name.split("@")[0] for name in STAGES}
 def cluster_repo(path: Path) -> Path:
     repo = make_repo(path)
     shutil.copytree(ROOT / "profiles", repo / "profiles")
-    sh("git add -A && git commit -qm profiles", repo)
+    # a fixed date, as make_repo's: both runs' reports name the same commit
+    dated = {**ENV, "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
+    sh("git add -A && git commit -qm profiles", repo, dated)
     return repo
 
 
@@ -32,7 +34,7 @@ def cluster_repo(path: Path) -> Path:
 def test_cluster_generic_submits_every_rule_and_gives_the_local_bytes(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_cluster_generic")
     (tmp_path / "local").mkdir(), (tmp_path / "cluster").mkdir()
-    local = make_repo(tmp_path / "local")
+    local = cluster_repo(tmp_path / "local")  # the same files and commit, run without the profile
     sh("snakemake --cores 2", local)
     cluster = cluster_repo(tmp_path / "cluster")
     out = sh("snakemake --profile profiles/cluster-generic --max-threads 2 --jobs 2", cluster)

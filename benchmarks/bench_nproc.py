@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,16 +40,18 @@ def make_repo(path: Path, nproc: int) -> None:
     run("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
 
 
-def run(cmd: str, cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src"), "DVC_NO_ANALYTICS": "1"}
+def run(cmd: str, cwd: Path) -> str:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # dvc of this interpreter's venv
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(cwd / "src"), "DVC_NO_ANALYTICS": "1"}
     r = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{cmd} failed in {cwd}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return r.stdout
 
 
 def stage_order(path: Path) -> list[str]:
     """The stages of dvc.yaml in an order that respects their dependencies (``dvc dag`` order)."""
-    out = subprocess.run("dvc dag --dot", shell=True, cwd=path, capture_output=True, text=True, check=True).stdout
+    out = run("dvc dag --dot", path)
     lines = [line.strip().rstrip(";") for line in out.splitlines() if line.strip().startswith('"')]
     edges = [tuple(x.strip().strip('"') for x in line.split("->")) for line in lines if "->" in line]
     stages = sorted(line.strip('"') for line in lines if "->" not in line)  # foreach stages as name@key

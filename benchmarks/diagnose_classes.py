@@ -1,0 +1,92 @@
+"""Diagnosis: what limits a class model's class accuracy?  (README: "Class-conditional generation")
+
+On a finished class-model run under ``--root`` (``dvc exp run -S diffusion.conditioning=class``), with the
+run's evaluator:
+
+1. the evaluator's accuracy on the real validation images and on the autoencoder's reconstructions of
+   them: if the reconstructions are classified right, the latent space is not what limits accuracy;
+2. class accuracy, FID and the confusion matrix (rows: the class asked for, columns: the evaluator's
+   call) of guided samples for several samplers, spacings and guidance scales, on the sample stage's
+   per-sample seeds and balanced classes: if accuracy is the same for all of them, neither the sampler
+   nor w is the cause.
+
+Usage: python benchmarks/diagnose_classes.py [--root .] [--n 500]
+       [--out benchmarks/results/diagnose_classes.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ldmpipe.config import load_params
+from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
+from ldmpipe.images import to_model_input, to_uint8
+from ldmpipe.io import load_arrays, write_json
+from ldmpipe.metrics import extract
+from ldmpipe.stages.sweep import Models, load
+
+# (sampler, spacing, steps, guidance scales): the default, the model's own reverse process and two
+# step-for-step alternatives
+ROWS = [("dpm_solver_pp", "leading", 10, (1.5, 3.0)), ("dpm_solver_pp", "trailing", 50, (1.5, 3.0)),
+        ("ddim", "trailing", 50, (1.5, 3.0)), ("ddpm", "trailing", 1000, (1.5,))]  # fmt: skip
+
+
+def classify(m: Models, images: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    """Accuracy, per-class accuracy, FID and the confusion matrix of uint8 images (N, H, W, C)."""
+    feats, probs = extract(m.evaluator.features, m.evaluator.head, images, 250, m.device)
+    pred = probs.argmax(1)
+    confusion = np.zeros((len(names), len(names)), dtype=int)
+    np.add.at(confusion, (labels, pred), 1)
+    return {"accuracy": float((pred == labels).mean()), "fid": m.reference.fid(feats),
+            "per_class": {names[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)},
+            "confusion": confusion.tolist()}  # fmt: skip
+
+
+def show(tag: str, r: dict) -> None:
+    per = ", ".join(f"{k} {v:.0%}" for k, v in r["per_class"].items())
+    print(f"{tag}: accuracy {r['accuracy']:.1%}, FID {r['fid']:.2f} ({per})")
+    print("  confusion (rows: asked, columns: called)\n" + "\n".join(f"  {row}" for row in r["confusion"]), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=".", type=Path)
+    p.add_argument("--n", default=500, type=int, help="samples per row")
+    p.add_argument("--out", default="benchmarks/results/diagnose_classes.json")
+    args = p.parse_args()
+    data, params = args.root / "data", load_params(args.root / "params.yaml")
+    m = load(Namespace(diffusion=data / "diffusion/model.safetensors", vae=data / "vae/model.safetensors",
+                       evaluator=data / "evaluator/model.safetensors",
+                       reference=data / "evaluator/reference.safetensors"), params)  # fmt: skip
+    if m.unet.num_classes == 0:
+        raise SystemExit(f"{data / 'diffusion/model.safetensors'} is unconditional: run with diffusion.conditioning=class")
+    names = json.loads((data / "prepared/meta.json").read_text())["classes"]
+    val = load_arrays(data / "prepared/val.safetensors")[0]
+    results = {"real": classify(m, val["images"], val["labels"], names)}
+    show("real validation images", results["real"])
+    with torch.no_grad():  # encode -> decode, as the samples are decoded
+        recon = np.concatenate([to_uint8(m.vae.decode_latents(m.vae.encode_latents(to_model_input(val["images"][s : s + 250], m.device))))
+                                for s in range(0, len(val["images"]), 250)])  # fmt: skip
+    results["reconstructions"] = classify(m, recon, val["labels"], names)
+    show("their VAE reconstructions", results["reconstructions"])
+    d, labels = m.extra["diffusion"], class_labels(m.unet, None, args.n)
+    for sampler_name, spacing, steps, scales in ROWS:
+        for w in scales:
+            sampler = make_sampler(sampler_name, schedule_of(d), prediction=d["prediction"], spacing=spacing)
+            images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, args.n, 250, params.seed,
+                              m.device, progress=False, labels=labels, guidance_scale=w)  # fmt: skip
+            tag = f"{sampler_name}, {spacing}, {steps} steps, w = {w:g}"
+            results[tag] = classify(m, images, labels.numpy(), names)
+            show(tag, results[tag])
+    write_json(args.out, results)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

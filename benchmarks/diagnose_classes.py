@@ -8,10 +8,19 @@ run's evaluator:
 2. class accuracy, FID and the confusion matrix (rows: the class asked for, columns: the evaluator's
    call) of guided samples for several samplers, spacings and guidance scales, on the sample stage's
    per-sample seeds and balanced classes: if accuracy is the same for all of them, neither the sampler
-   nor w is the cause.
+   nor w is the cause;
+3. with ``--second-evaluator`` (weights of another ``train-evaluator`` run, e.g. another seed): the
+   sample stage's samples classified by both evaluators, and how often they agree: if two classifiers
+   that are both right on real images disagree on the samples, the samples are ambiguous, not the
+   evaluator wrong.
 
-Usage: python benchmarks/diagnose_classes.py [--root .] [--n 500]
+Usage: python benchmarks/diagnose_classes.py [--root .] [--n 500] [--second-evaluator PATH]
        [--out benchmarks/results/diagnose_classes.json]
+
+A second evaluator on the run's data (params.yaml with another ``seed``, here ``two.yaml``):
+    ldmpipe train-evaluator --params two.yaml --train data/prepared/train.safetensors
+        --val data/prepared/val.safetensors --model eval2/model.safetensors
+        --reference eval2/reference.safetensors --metrics eval2/evaluator.json
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
 from ldmpipe.images import to_model_input, to_uint8
 from ldmpipe.io import load_arrays, write_json
 from ldmpipe.metrics import extract
+from ldmpipe.models.checkpoint import load_model
+from ldmpipe.models.classifier import Classifier
 from ldmpipe.stages.sweep import Models, load
 
 # (sampler, spacing, steps, guidance scales): the default, the model's own reverse process and two
@@ -37,27 +48,48 @@ ROWS = [("dpm_solver_pp", "leading", 10, (1.5, 3.0)), ("dpm_solver_pp", "trailin
         ("ddim", "trailing", 50, (1.5, 3.0)), ("ddpm", "trailing", 1000, (1.5,))]  # fmt: skip
 
 
-def classify(m: Models, images: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
-    """Accuracy, per-class accuracy, FID and the confusion matrix of uint8 images (N, H, W, C)."""
+def classify(m: Models, images: np.ndarray, labels: np.ndarray, names: list[str], with_fid: bool = True) -> tuple[dict, np.ndarray]:
+    """Accuracy, per-class accuracy, FID (in the run's evaluator's features only: ``m.reference``) and the
+    confusion matrix of uint8 images (N, H, W, C); the evaluator's calls (N,)."""
     feats, probs = extract(m.evaluator.features, m.evaluator.head, images, 250, m.device)
     pred = probs.argmax(1)
     confusion = np.zeros((len(names), len(names)), dtype=int)
     np.add.at(confusion, (labels, pred), 1)
-    return {"accuracy": float((pred == labels).mean()), "fid": m.reference.fid(feats),
+    fid = {"fid": m.reference.fid(feats)} if with_fid else {}
+    return {"accuracy": float((pred == labels).mean()), **fid,
             "per_class": {names[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)},
-            "confusion": confusion.tolist()}  # fmt: skip
+            "confusion": confusion.tolist()}, pred  # fmt: skip
 
 
 def show(tag: str, r: dict) -> None:
+    """Print accuracy, FID, per-class accuracy and the confusion matrix of one ``classify`` result."""
     per = ", ".join(f"{k} {v:.0%}" for k, v in r["per_class"].items())
-    print(f"{tag}: accuracy {r['accuracy']:.1%}, FID {r['fid']:.2f} ({per})")
+    fid = f", FID {r['fid']:.2f}" if "fid" in r else ""
+    print(f"{tag}: accuracy {r['accuracy']:.1%}{fid} ({per})")
     print("  confusion (rows: asked, columns: called)\n" + "\n".join(f"  {row}" for row in r["confusion"]), flush=True)
+
+
+def second_opinion(m: Models, path: Path, samples_path: Path, val: dict, names: list[str]) -> dict:
+    """The sample stage's samples under the run's evaluator and the one at ``path`` (and its accuracy
+    on the real validation images ``val``); their agreement."""
+    samples = load_arrays(samples_path)[0]
+    first, pred1 = classify(m, samples["images"], samples["labels"], names)
+    m2 = Models(m.unet, m.extra, m.vae, load_model(Classifier, path, m.device)[0], m.reference, m.device)
+    second, pred2 = classify(m2, samples["images"], samples["labels"], names, with_fid=False)
+    real = classify(m2, val["images"], val["labels"], names, with_fid=False)[0]
+    show(f"real validation images, {path}", real)
+    show("sample stage's samples, the run's evaluator", first)
+    show(f"sample stage's samples, {path}", second)
+    agree = float((pred1 == pred2).mean())
+    print(f"the two evaluators agree on {agree:.1%} of the samples")
+    return {"run": first, "second": second, "second_real": real, "agreement": agree}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=".", type=Path)
     p.add_argument("--n", default=500, type=int, help="samples per row")
+    p.add_argument("--second-evaluator", type=Path, help="weights of a second evaluator (item 3)")
     p.add_argument("--out", default="benchmarks/results/diagnose_classes.json")
     args = p.parse_args()
     data, params = args.root / "data", load_params(args.root / "params.yaml")
@@ -68,12 +100,12 @@ def main() -> None:
         raise SystemExit(f"{data / 'diffusion/model.safetensors'} is unconditional: run with diffusion.conditioning=class")
     names = json.loads((data / "prepared/meta.json").read_text())["classes"]
     val = load_arrays(data / "prepared/val.safetensors")[0]
-    results = {"real": classify(m, val["images"], val["labels"], names)}
+    results = {"real": classify(m, val["images"], val["labels"], names)[0]}
     show("real validation images", results["real"])
     with torch.no_grad():  # encode -> decode, as the samples are decoded
         recon = np.concatenate([to_uint8(m.vae.decode_latents(m.vae.encode_latents(to_model_input(val["images"][s : s + 250], m.device))))
                                 for s in range(0, len(val["images"]), 250)])  # fmt: skip
-    results["reconstructions"] = classify(m, recon, val["labels"], names)
+    results["reconstructions"] = classify(m, recon, val["labels"], names)[0]
     show("their VAE reconstructions", results["reconstructions"])
     d, labels = m.extra["diffusion"], class_labels(m.unet, None, args.n)
     for sampler_name, spacing, steps, scales in ROWS:
@@ -82,8 +114,10 @@ def main() -> None:
             images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, args.n, 250, params.seed,
                               m.device, progress=False, labels=labels, guidance_scale=w)  # fmt: skip
             tag = f"{sampler_name}, {spacing}, {steps} steps, w = {w:g}"
-            results[tag] = classify(m, images, labels.numpy(), names)
+            results[tag] = classify(m, images, labels.numpy(), names)[0]
             show(tag, results[tag])
+    if args.second_evaluator:
+        results["second_evaluator"] = second_opinion(m, args.second_evaluator, data / "samples/samples.safetensors", val, names)
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

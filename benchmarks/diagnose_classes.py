@@ -35,7 +35,7 @@ import torch
 
 from ldmpipe.config import load_params
 from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
-from ldmpipe.images import to_model_input, to_uint8
+from ldmpipe.images import map_batches, to_uint8
 from ldmpipe.io import load_arrays, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.checkpoint import load_model
@@ -103,8 +103,7 @@ def main() -> None:
     results = {"real": classify(m, val["images"], val["labels"], names)[0]}
     show("real validation images", results["real"])
     with torch.no_grad():  # encode -> decode, as the samples are decoded
-        recon = np.concatenate([to_uint8(m.vae.decode_latents(m.vae.encode_latents(to_model_input(val["images"][s : s + 250], m.device))))
-                                for s in range(0, len(val["images"]), 250)])  # fmt: skip
+        recon = map_batches(lambda x: to_uint8(m.vae.decode_latents(m.vae.encode_latents(x))), val["images"], 250, m.device)
     results["reconstructions"] = classify(m, recon, val["labels"], names)[0]
     show("their VAE reconstructions", results["reconstructions"])
     d, labels = m.extra["diffusion"], class_labels(m.unet, None, args.n)

@@ -37,6 +37,8 @@ def write_params(path: Path, params: dict) -> Path:
 # --- temporary pipeline repos for the end-to-end tests ---------------------------------------
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+# a fixed commit date: two repos committed from the same files get the same commit id, which the report names
+DATED_ENV = {**ENV, "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
 
 
 def _resolved() -> dict[str, list[str]]:
@@ -81,9 +83,7 @@ def make_repo(path: Path) -> Path:
     shutil.copytree(ROOT / "captions", path / "captions")  # Snakemake's report
     shutil.copy(TINY, path / "params.yaml")
     sh("git init -q -b main && git config user.email t@t && git config user.name t", path)
-    # a fixed date: two repos made from the same files get the same commit id, which the report names
-    dated = {**ENV, "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
-    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path, dated)
+    sh("dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path, DATED_ENV)
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ENV, OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
+from conftest import DATED_ENV, OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
 
 pytestmark = pytest.mark.e2e
 GPU_RULES = {"train_vae", "encode", "train_evaluator", "evaluate_vae", "train_diffusion", "sample", "sweep", "sweep_reference",
@@ -24,9 +24,7 @@ RULES = {name.split("@")[0] for name in STAGES}
 def cluster_repo(path: Path) -> Path:
     repo = make_repo(path)
     shutil.copytree(ROOT / "profiles", repo / "profiles")
-    # a fixed date, as make_repo's: both runs' reports name the same commit
-    dated = {**ENV, "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
-    sh("git add -A && git commit -qm profiles", repo, dated)
+    sh("git add -A && git commit -qm profiles", repo, DATED_ENV)  # both runs' reports name the same commit
     return repo
 
 

@@ -214,8 +214,9 @@ def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch):
-    """A class-conditional UNet (3 classes) through `ldmpipe export` and DiffusionPipeline.from_pretrained:
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch, scale_shift):
+    """A class-conditional UNet (3 classes; its embedding added, or as adaptive GroupNorm) through `ldmpipe export` and DiffusionPipeline.from_pretrained:
     guided DDIM latents (w = 2: one forward over the doubled batch) equal ours within 1e-4, for the
     default classes (row i: class i mod K, as ldmpipe sample draws them) and for given labels at w = 1."""
     from diffusers import DiffusionPipeline
@@ -223,7 +224,7 @@ def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch):
     from ldmpipe.diffusion.guidance import GuidedModel, sample_classes
 
     torch.manual_seed(0)
-    unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3)
+    unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3, scale_shift=scale_shift)
     with torch.no_grad():
         unet.out[-1].weight.normal_(0, 0.05)
         unet.class_embed.weight.normal_(0, 1.0)  # classes that change the output visibly

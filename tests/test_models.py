@@ -10,6 +10,7 @@ import torch
 from ldmpipe.io import ArtifactError
 from ldmpipe.models.checkpoint import load_model, save_model
 from ldmpipe.models.classifier import Classifier, block_statistics, feature_size
+from ldmpipe.models.layers import ResBlock
 from ldmpipe.models.unet import UNet
 from ldmpipe.models.vae import AutoencoderKL, DiagonalGaussian
 
@@ -51,6 +52,36 @@ def test_unet_depends_on_timestep():
     torch.nn.init.normal_(unet.out[-1].weight)  # the output layer starts at zero
     x = torch.randn(1, 4, 8, 8)
     assert not torch.allclose(unet(x, torch.tensor([1])), unet(x, torch.tensor([500])))
+
+
+def test_scale_shift_block_is_adaptive_group_norm():
+    """ResBlock(scale_shift=True): conv2(silu(norm2(conv1(silu(norm1(x)))) (1 + s) + b)) + x, with (s, b) the two
+    halves of the projected embedding (Dhariwal & Nichol 2021, sec. 3), computed here step by step."""
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, temb_dim=12, scale_shift=True).eval()
+    x, temb = torch.randn(2, 8, 4, 4), torch.randn(2, 12)
+    F = torch.nn.functional
+    s, b = block.temb(F.silu(temb)).chunk(2, dim=1)  # (2, 8) each
+    h = block.norm2(block.conv1(F.silu(block.norm1(x))))
+    expected = x + block.conv2(F.silu(h * (1 + s[:, :, None, None]) + b[:, :, None, None]))
+    torch.testing.assert_close(block(x, temb), expected)
+    additive = ResBlock(8, 8, temb_dim=12).eval()
+    assert additive.temb.out_features == 8 and block.temb.out_features == 16
+
+
+def test_unet_scale_shift_is_in_its_config_only_when_on(tmp_path):
+    """The default (additive) UNet's config, and so its checkpoint bytes, do not name scale_shift; a scale-shift
+    UNet's does, and loads back from its checkpoint to the same outputs."""
+    assert "scale_shift" not in UNet(4, 8, 16, (1, 2), 1, (4,)).config
+    torch.manual_seed(0)
+    unet = UNet(4, 8, 16, (1, 2), 1, (4,), scale_shift=True).eval()
+    torch.nn.init.normal_(unet.out[-1].weight)
+    assert unet.config["scale_shift"] is True
+    save_model(unet, tmp_path / "u.safetensors")
+    loaded, _ = load_model(UNet, tmp_path / "u.safetensors")
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([3, 700])
+    torch.testing.assert_close(loaded(x, t), unet(x, t), rtol=0, atol=0)
+    assert not torch.allclose(unet(x, torch.tensor([3, 3])), unet(x, torch.tensor([700, 700])))
 
 
 def bars(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

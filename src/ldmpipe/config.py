@@ -144,6 +144,7 @@ class UNetConfig:
     num_res_blocks: int = spec(positive)
     attention_resolutions: tuple[int, ...] = spec(each(positive))
     dropout: float = spec(between(0.0, 1.0, hi_open=True))
+    scale_shift: bool = spec()  # condition the blocks by a scale and shift of their norm (Dhariwal & Nichol 2021)
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,11 @@ class LDMPipeUNet(ModelMixin, ConfigMixin):
         attention_resolutions: tuple[int, ...] = (4,),
         dropout: float = 0.0,
         num_classes: int = 0,
+        scale_shift: bool = False,
     ):
         super().__init__()
         self.unet = UNet(in_channels, sample_size, channels, channel_mult, num_res_blocks, attention_resolutions, dropout,
-                         num_classes=num_classes)  # fmt: skip
+                         num_classes=num_classes, scale_shift=scale_shift)  # fmt: skip
 
     def forward(
         self,

@@ -18,21 +18,30 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block; adds a projected time embedding when ``temb_dim`` is set."""
+    """Pre-activation residual block; with ``temb_dim`` it is conditioned on a time embedding (B, temb_dim):
+    added to the features after the first convolution (Ho et al. 2020), or with ``scale_shift`` as a
+    per-channel scale and shift of the second normalisation, norm(h) (1 + s) + b (adaptive group
+    normalisation, Dhariwal & Nichol 2021, sec. 3; diffusers' ``time_embedding_norm="scale_shift"``)."""
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int | None = None, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int | None = None, dropout: float = 0.0, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift and bool(temb_dim)
         self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, out_ch) if temb_dim else None
+        self.temb = nn.Linear(temb_dim, out_ch * (2 if self.scale_shift else 1)) if temb_dim else None
         self.norm2, self.conv2 = group_norm(out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
-        if self.temb is not None:
-            h = h + self.temb(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.scale_shift:
+            scale, shift = self.temb(F.silu(temb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            if self.temb is not None:
+                h = h + self.temb(F.silu(temb))[:, :, None, None]
+            h = self.norm2(h)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 

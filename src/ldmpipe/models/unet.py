@@ -8,6 +8,9 @@ With ``num_classes`` K > 0 the network is class-conditional: a learned embedding
 (B,) in {0..K-1}, or K for the null class of classifier-free guidance (Ho & Salimans 2022), is added
 to the time embedding, as diffusers' ``UNet2DModel(num_class_embeds=...)`` and DiT do.  With K = 0
 (the default) the module and its parameters are exactly those of the unconditional network.
+
+``scale_shift`` conditions every residual block on the (time + class) embedding by adaptive group
+normalisation, a per-channel scale and shift (Dhariwal & Nichol 2021, sec. 3), instead of adding it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] | list[int],
         dropout: float = 0.0,
         num_classes: int = 0,
+        scale_shift: bool = False,
     ):
         super().__init__()
         self.config = dict(
@@ -37,6 +41,8 @@ class UNet(nn.Module):
         )  # fmt: skip
         if num_classes:  # only then: an unconditional checkpoint's config (its metadata bytes) stays as it was
             self.config["num_classes"] = num_classes
+        if scale_shift:  # likewise
+            self.config["scale_shift"] = True
         self.num_classes = num_classes
         temb = 4 * channels
         self.channels = channels
@@ -48,7 +54,7 @@ class UNet(nn.Module):
         skips, ch, size = [channels], channels, sample_size
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                block = nn.ModuleList([ResBlock(ch, channels * mult, temb, dropout)])
+                block = nn.ModuleList([ResBlock(ch, channels * mult, temb, dropout, scale_shift)])
                 ch = channels * mult
                 if size in attention_resolutions:
                     block.append(AttentionBlock(ch))
@@ -59,13 +65,14 @@ class UNet(nn.Module):
                 skips.append(ch)
                 size //= 2
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, temb, dropout), AttentionBlock(ch), ResBlock(ch, ch, temb, dropout)])
+        self.mid = nn.ModuleList([ResBlock(ch, ch, temb, dropout, scale_shift), AttentionBlock(ch),
+                                  ResBlock(ch, ch, temb, dropout, scale_shift)])
 
         # Up path: one more block per level than on the way down, each eating one skip.
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
-                block = nn.ModuleList([ResBlock(ch + skips.pop(), channels * mult, temb, dropout)])
+                block = nn.ModuleList([ResBlock(ch + skips.pop(), channels * mult, temb, dropout, scale_shift)])
                 ch = channels * mult
                 if size in attention_resolutions:
                     block.append(AttentionBlock(ch))

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     torch.manual_seed(runtime.stage_seed(params.seed, "train_diffusion.init"))
     u = params.unet
     unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
-                u.attention_resolutions, u.dropout, num_classes=len(classes)).to(device)  # fmt: skip
+                u.attention_resolutions, u.dropout, num_classes=len(classes), scale_shift=u.scale_shift).to(device)  # fmt: skip
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
                                          rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None

@@ -136,7 +136,8 @@ def test_kill_while_writing_an_output_leaves_no_truncated_file(work):
 
 def test_nan_loss_names_the_step_and_the_last_good_state(work):
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train"].update(lr=1e8, checkpoint_every=1, warmup_steps=0, grad_clip=1e30)
+    # Adam steps are about lr in size: weights of ~1e25 overflow float32 once the loss squares them
+    params["train"].update(lr=1e25, checkpoint_every=1, warmup_steps=0, grad_clip=1e30)
     write_params(work / "nan.yaml", params)
     _, stderr = ldmpipe(work, ARGS["train_diffusion"].format(out="out/nan") + " --params nan.yaml", expect=1)
     line = stderr.strip().splitlines()[-1]

@@ -216,9 +216,10 @@ def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
 
 @pytest.mark.parametrize("scale_shift", [False, True])
 def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch, scale_shift):
-    """A class-conditional UNet (3 classes; its embedding added, or as adaptive GroupNorm) through `ldmpipe export` and DiffusionPipeline.from_pretrained:
-    guided DDIM latents (w = 2: one forward over the doubled batch) equal ours within 1e-4, for the
-    default classes (row i: class i mod K, as ldmpipe sample draws them) and for given labels at w = 1."""
+    """A class-conditional UNet (3 classes; its embedding added, or as adaptive GroupNorm) through
+    `ldmpipe export` and DiffusionPipeline.from_pretrained: guided DDIM latents (w = 2: one forward over
+    the doubled batch) equal ours within 1e-4, for the default classes (row i: class i mod K, as ldmpipe
+    sample draws them) and for given labels at w = 1."""
     from diffusers import DiffusionPipeline
 
     from ldmpipe.diffusion.guidance import GuidedModel, sample_classes

@@ -22,7 +22,7 @@ from ldmpipe.config import load_params
 from ldmpipe.diffusion.loss import diffusion_loss
 from ldmpipe.diffusion.schedule import NoiseSchedule
 from ldmpipe.io import load_arrays
-from ldmpipe.models.unet import UNet
+from ldmpipe.stages.train_diffusion import build_unet
 
 
 def main() -> None:
@@ -34,12 +34,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     a = p.parse_args()
     params = load_params(a.params)
-    cfg, d, u = params.train, params.diffusion, params.unet
+    cfg, d = params.train, params.diffusion
     device = runtime.setup(a.device)
     arrays, meta = load_arrays(a.latents)
     data = runtime.resident(torch.from_numpy(arrays["latents"]).float().mul_(float(meta["scale_factor"])), device)
-    unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
-                u.attention_resolutions, u.dropout).to(device)  # fmt: skip
+    unet = build_unet(params.unet, data.shape[1], data.shape[2]).to(device)  # the stage's UNet (unconditional)
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
                                          rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed, runtime
-from ..config import ConfigError, Params, to_dict
+from ..config import ConfigError, Params, UNetConfig, to_dict
 from ..diffusion.diagnostics import COLUMNS, probe_timesteps, timestep_errors
 from ..diffusion.guidance import drop_labels
 from ..diffusion.loss import diffusion_loss
@@ -57,8 +57,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     labels = torch.from_numpy(arrays["labels"]).long().to(device)  # (N,)
     torch.manual_seed(runtime.stage_seed(params.seed, "train_diffusion.init"))
     u = params.unet
-    unet = UNet(data.shape[1], data.shape[2], u.channels, u.channel_mult, u.num_res_blocks,
-                u.attention_resolutions, u.dropout, num_classes=len(classes), scale_shift=u.scale_shift).to(device)  # fmt: skip
+    unet = build_unet(u, data.shape[1], data.shape[2], num_classes=len(classes)).to(device)
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
                                          rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
@@ -103,6 +102,12 @@ def run(args: argparse.Namespace, params: Params) -> None:
         save_model(ema.model, args.model, extra=checkpoint_extra(d, scale, classes))
         ckpt.discard()
     distributed.barrier(shard)
+
+
+def build_unet(u: UNetConfig, in_channels: int, sample_size: int, num_classes: int = 0) -> UNet:
+    """The UNet that the ``unet`` params describe, for latents (in_channels, sample_size, sample_size)."""
+    return UNet(in_channels, sample_size, u.channels, u.channel_mult, u.num_res_blocks, u.attention_resolutions,
+                u.dropout, num_classes=num_classes, scale_shift=u.scale_shift)  # fmt: skip
 
 
 def class_names(meta: str) -> list[str]:

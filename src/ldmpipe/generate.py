@@ -9,6 +9,8 @@ drawn; from a class-conditional model it is also drawn from its own class, a fun
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -53,23 +55,40 @@ def generate(
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
 ) -> np.ndarray:
-    """``n`` images, uint8 (N, H, W, C): sample scaled latents, divide by the scale factor, decode (VQ: quantise first).
+    """``n`` images, uint8 (N, H, W, C): `sample_latents`, divided by the scale factor and decoded batch by
+    batch (VQ: quantised first)."""
+    images = []
+    for z in sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale):
+        with torch.no_grad():
+            images.append(to_uint8(vae.decode_latents(z.to(device) / scale_factor)))
+    return np.concatenate(images)
+
+
+def sample_latents(
+    unet: UNet,
+    sampler,
+    steps: int,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+) -> Iterator[torch.Tensor]:
+    """The scaled latents (B, z, h, w) of samples 0..n-1, ``batch_size`` at a time; sample i from its own seed.
 
     A class-conditional ``unet`` needs ``labels`` (N,), the class of every sample (`class_labels`), and
     samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither."""
     if (labels is None) != (unet.num_classes == 0):
         raise ValueError("a class-conditional UNet samples with labels (N,), an unconditional one without")
     shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
-    images = []
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
         gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
         sampler.set_timesteps(steps)
         model = unet if labels is None else GuidedModel(unet, labels[start : idx.stop], unet.null_class, guidance_scale)
-        z = sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
-        with torch.no_grad():
-            images.append(to_uint8(vae.decode_latents(z.to(device) / scale_factor)))
-    return np.concatenate(images)
+        yield sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
 
 
 def class_labels(unet: UNet, classes: tuple[int, ...] | None, n: int) -> torch.Tensor | None:

@@ -31,11 +31,10 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ldmpipe.autoencoder_metrics import reconstruct
 from ldmpipe.config import load_params
 from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
-from ldmpipe.images import map_batches, to_uint8
 from ldmpipe.io import load_arrays, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.checkpoint import load_model
@@ -102,8 +101,7 @@ def main() -> None:
     val = load_arrays(data / "prepared/val.safetensors")[0]
     results = {"real": classify(m, val["images"], val["labels"], names)[0]}
     show("real validation images", results["real"])
-    with torch.no_grad():  # encode -> decode, as the samples are decoded
-        recon = map_batches(lambda x: to_uint8(m.vae.decode_latents(m.vae.encode_latents(x))), val["images"], 250, m.device)
+    recon = reconstruct(m.vae, val["images"], m.device)  # encode -> decode, as the samples are decoded
     results["reconstructions"] = classify(m, recon, val["labels"], names)[0]
     show("their VAE reconstructions", results["reconstructions"])
     d, labels = m.extra["diffusion"], class_labels(m.unet, None, args.n)

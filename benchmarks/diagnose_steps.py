@@ -26,8 +26,7 @@ import torch
 from ldmpipe import runtime
 from ldmpipe.diffusion.parameterization import predict_eps, predict_x0
 from ldmpipe.evaluation import Reference
-from ldmpipe.generate import generate, make_sampler, schedule_of
-from ldmpipe.images import to_uint8
+from ldmpipe.generate import decode_samples, generate, make_sampler, schedule_of
 from ldmpipe.io import load_arrays, save_image, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.autoencoder import load_autoencoder
@@ -67,7 +66,7 @@ def partial_reverse(unet, vae, abar: torch.Tensor, prediction: str, x0: torch.Te
         out = unet(x, torch.full((len(x),), t, dtype=torch.int64, device=x.device))
         a, a_prev = float(abar[t]), float(abar[ts[i + 1]]) if i + 1 < k else 1.0
         x = math.sqrt(a_prev) * predict_x0(prediction, out, x, a) + math.sqrt(1 - a_prev) * predict_eps(prediction, out, x, a)
-    return to_uint8(vae.decode_latents(x / scale))
+    return decode_samples(vae, x, scale)
 
 
 def main() -> None:
@@ -97,8 +96,7 @@ def main() -> None:
     latents, meta = load_arrays(data / "latents/train.safetensors")  # 2. partial reverse processes
     x0 = torch.from_numpy(latents["latents"][:N]).float().to(device) * float(meta["scale_factor"])
     eps = torch.randn(x0.shape, generator=runtime.generator(0, "diagnose_steps")).to(device)
-    with torch.no_grad():
-        decoded = score(to_uint8(vae.decode_latents(x0 / scale)))
+    decoded = score(decode_samples(vae, x0, scale))
     result["decoded_real_latents"] = decoded
     print(f"decoded real latents: FID {decoded['fid']:.3f}")
     abar = schedule_of(d).alphas_cumprod.double()

@@ -36,8 +36,7 @@ from ldmpipe import runtime
 from ldmpipe.autoencoder_metrics import reconstruct
 from ldmpipe.evaluation import Reference
 from ldmpipe.features import InceptionExtractor
-from ldmpipe.generate import make_sampler, sample_latents, schedule_of
-from ldmpipe.images import to_uint8
+from ldmpipe.generate import decode_samples, make_sampler, sample_latents, schedule_of
 from ldmpipe.io import load_arrays, write_json
 from ldmpipe.metrics import extract, kernel_inception_distance, precision_recall
 from ldmpipe.models.autoencoder import load_autoencoder
@@ -94,8 +93,7 @@ def main() -> None:
     for name, spacing, steps in ROWS:
         sampler = make_sampler(name, schedule_of(d), prediction=d["prediction"], spacing=spacing)
         z = torch.cat(list(sample_latents(unet, sampler, steps, N, 250, 0, device, progress=False)))  # (N, z, h, w) scaled
-        with torch.no_grad():  # decoded as `generate` decodes them, 250 at a time
-            images = np.concatenate([to_uint8(vae.decode_latents(b / scale)) for b in z.split(250)])
+        images = np.concatenate([decode_samples(vae, b, scale) for b in z.split(250)])  # as `generate`, 250 at a time
         row = {"sampler": name, "spacing": spacing, "steps": steps, **score(images),
                "fd_latent": latent_ref.fid(z.reshape(N, -1).double().numpy()), "latent_std": float(z.std())}  # fmt: skip
         result["rows"].append(row)

@@ -57,11 +57,15 @@ def generate(
 ) -> np.ndarray:
     """``n`` images, uint8 (N, H, W, C): `sample_latents`, divided by the scale factor and decoded batch by
     batch (VQ: quantised first)."""
-    images = []
-    for z in sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale):
-        with torch.no_grad():
-            images.append(to_uint8(vae.decode_latents(z.to(device) / scale_factor)))
-    return np.concatenate(images)
+    batches = sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale)
+    return np.concatenate([decode_samples(vae, z.to(device), scale_factor) for z in batches])
+
+
+@torch.no_grad()
+def decode_samples(vae: Autoencoder, z: torch.Tensor, scale_factor: float) -> np.ndarray:
+    """Scaled latents (B, z, h, w) -> uint8 images (B, H, W, C): divided by the scale factor and decoded
+    (VQ: quantised first)."""
+    return to_uint8(vae.decode_latents(z / scale_factor))
 
 
 def sample_latents(
@@ -141,7 +145,6 @@ def trajectory(
     sample_loop(model, sampler, shape, gens, device, progress=False, callback=record)
 
     def decoded(k: int) -> np.ndarray:  # column by column: (n, z, h, w) -> uint8 (n, H, W, C); stacked (n, K, H, W, C)
-        with torch.no_grad():
-            return np.stack([to_uint8(vae.decode_latents(z[k] / scale_factor)) for z in seen.values()], axis=1)
+        return np.stack([decode_samples(vae, z[k], scale_factor) for z in seen.values()], axis=1)
 
     return list(seen), decoded(0), decoded(1)

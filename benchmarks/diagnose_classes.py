@@ -12,7 +12,10 @@ run's evaluator:
 3. with ``--second-evaluator`` (weights of another ``train-evaluator`` run, e.g. another seed): the
    sample stage's samples classified by both evaluators, and how often they agree: if two classifiers
    that are both right on real images disagree on the samples, the samples are ambiguous, not the
-   evaluator wrong.
+   evaluator wrong;
+4. guided partial reverse processes: the validation latents noised to t_s (fixed noise), then 25 DDIM steps
+   back to t = 0 with their own labels at w = 1.5, decoded and classified: the largest t_s from which the
+   real shapes come back right says at which noise levels the model loses them (a grid of hexagons per t_s).
 
 Usage: python benchmarks/diagnose_classes.py [--root .] [--n 500] [--second-evaluator PATH]
        [--out benchmarks/results/diagnose_classes.json]
@@ -31,20 +34,26 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
+import torch
+from diagnose_steps import partial_reverse  # run as a script: benchmarks/ is on sys.path
 
+from ldmpipe import runtime
 from ldmpipe.autoencoder_metrics import reconstruct
 from ldmpipe.config import load_params
+from ldmpipe.diffusion.guidance import GuidedModel
 from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
-from ldmpipe.io import load_arrays, write_json
+from ldmpipe.io import load_arrays, save_image, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.checkpoint import load_model
 from ldmpipe.models.classifier import Classifier
+from ldmpipe.plotting import image_grid
 from ldmpipe.stages.sweep import Models, load
 
 # (sampler, spacing, steps, guidance scales): the default, the model's own reverse process and two
 # step-for-step alternatives
 ROWS = [("dpm_solver_pp", "leading", 10, (1.5, 3.0)), ("dpm_solver_pp", "trailing", 50, (1.5, 3.0)),
         ("ddim", "trailing", 50, (1.5, 3.0)), ("ddpm", "trailing", 1000, (1.5,))]  # fmt: skip
+STARTS, PARTIAL_STEPS, PARTIAL_W = (200, 400, 600, 800, 999), 25, 1.5  # item 4
 
 
 def classify(m: Models, images: np.ndarray, labels: np.ndarray, names: list[str], with_fid: bool = True) -> tuple[dict, np.ndarray]:
@@ -84,12 +93,38 @@ def second_opinion(m: Models, path: Path, samples_path: Path, val: dict, names: 
     return {"run": first, "second": second, "second_real": real, "agreement": agree}
 
 
+def partial(m: Models, latents_path: Path, val: dict, names: list[str], grid: Path) -> dict:
+    """Item 4: accuracy of guided partial reverse processes from the validation latents, per start t_s; a
+    grid of the first 8 hexagons (or of the last class): the real images, then one row per t_s."""
+    lat, meta = load_arrays(latents_path)
+    x0 = torch.from_numpy(lat["latents"]).float().to(m.device) * float(meta["scale_factor"])  # (N, z, h, w)
+    labels = torch.from_numpy(lat["labels"]).long()
+    eps = torch.randn(x0.shape, generator=runtime.generator(0, "diagnose_classes")).to(m.device)
+    d = m.extra["diffusion"]
+    model = GuidedModel(m.unet, labels.to(m.device), m.unet.null_class, PARTIAL_W)
+    abar = schedule_of(d).alphas_cumprod.double()
+    if not np.array_equal(labels.numpy(), val["labels"]):
+        raise SystemExit(f"{latents_path} is not in the order of the validation images")
+    shown = names.index("hexagon") if "hexagon" in names else len(names) - 1
+    pick = np.flatnonzero(labels.numpy() == shown)[:8]
+    rows, results = [val["images"][pick]], {}
+    for t_s in STARTS:
+        images = partial_reverse(model, m.vae, abar, d["prediction"], x0, eps, t_s, PARTIAL_STEPS, m.extra["scale_factor"])
+        results[str(t_s)] = classify(m, images, labels.numpy(), names)[0]
+        show(f"from the validation latents at t_s = {t_s}, {PARTIAL_STEPS} DDIM steps, w = {PARTIAL_W:g}", results[str(t_s)])
+        rows.append(images[pick])
+    save_image(grid, image_grid(np.concatenate(rows), ncol=len(pick)))
+    print(f"wrote {grid} (rows: real, then t_s = {', '.join(map(str, STARTS))})")
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=".", type=Path)
     p.add_argument("--n", default=500, type=int, help="samples per row")
     p.add_argument("--second-evaluator", type=Path, help="weights of a second evaluator (item 3)")
     p.add_argument("--out", default="benchmarks/results/diagnose_classes.json")
+    p.add_argument("--grid", default="benchmarks/results/diagnose_classes_partial.png", type=Path)
     args = p.parse_args()
     data, params = args.root / "data", load_params(args.root / "params.yaml")
     m = load(Namespace(diffusion=data / "diffusion/model.safetensors", vae=data / "vae/model.safetensors",
@@ -113,6 +148,7 @@ def main() -> None:
             tag = f"{sampler_name}, {spacing}, {steps} steps, w = {w:g}"
             results[tag] = classify(m, images, labels.numpy(), names)[0]
             show(tag, results[tag])
+    results["partial"] = partial(m, data / "latents/val.safetensors", val, names, args.grid)
     if args.second_evaluator:
         results["second_evaluator"] = second_opinion(m, args.second_evaluator, data / "samples/samples.safetensors", val, names)
     write_json(args.out, results)

@@ -97,20 +97,20 @@ def partial(m: Models, latents_path: Path, val: dict, names: list[str], grid: Pa
     """Item 4: accuracy of guided partial reverse processes from the validation latents, per start t_s; a
     grid of the first 8 hexagons (or of the last class): the real images, then one row per t_s."""
     lat, meta = load_arrays(latents_path)
+    labels = lat["labels"]  # (N,)
+    if not np.array_equal(labels, val["labels"]):
+        raise SystemExit(f"{latents_path} is not in the order of the validation images")
     x0 = torch.from_numpy(lat["latents"]).float().to(m.device) * float(meta["scale_factor"])  # (N, z, h, w)
-    labels = torch.from_numpy(lat["labels"]).long()
     eps = torch.randn(x0.shape, generator=runtime.generator(0, "diagnose_classes")).to(m.device)
     d = m.extra["diffusion"]
-    model = GuidedModel(m.unet, labels.to(m.device), m.unet.null_class, PARTIAL_W)
+    model = GuidedModel(m.unet, torch.from_numpy(labels).long().to(m.device), m.unet.null_class, PARTIAL_W)
     abar = schedule_of(d).alphas_cumprod.double()
-    if not np.array_equal(labels.numpy(), val["labels"]):
-        raise SystemExit(f"{latents_path} is not in the order of the validation images")
     shown = names.index("hexagon") if "hexagon" in names else len(names) - 1
-    pick = np.flatnonzero(labels.numpy() == shown)[:8]
+    pick = np.flatnonzero(labels == shown)[:8]
     rows, results = [val["images"][pick]], {}
     for t_s in STARTS:
         images = partial_reverse(model, m.vae, abar, d["prediction"], x0, eps, t_s, PARTIAL_STEPS, m.extra["scale_factor"])
-        results[str(t_s)] = classify(m, images, labels.numpy(), names)[0]
+        results[str(t_s)] = classify(m, images, labels, names)[0]
         show(f"from the validation latents at t_s = {t_s}, {PARTIAL_STEPS} DDIM steps, w = {PARTIAL_W:g}", results[str(t_s)])
         rows.append(images[pick])
     save_image(grid, image_grid(np.concatenate(rows), ncol=len(pick)))

@@ -40,7 +40,7 @@ def main() -> None:
     data = runtime.resident(torch.from_numpy(arrays["latents"]).float().mul_(float(meta["scale_factor"])), device)
     unet = build_unet(params.unet, data.shape[1], data.shape[2]).to(device)  # the stage's UNet (unconditional)
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
-                                         rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
+                                         rescale_zero_terminal_snr=d.zero_terminal_snr, snr_shift=d.snr_shift)  # fmt: skip
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     gen = runtime.generator(params.seed, "benchmark")
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None

@@ -66,6 +66,11 @@ CASES = [
      "diffusion.prediction must be v_prediction or sample when diffusion.schedule cosine (T = 1000) ends at abar = 2.4e-09"),
     (lambda p: p["diffusion"].update(schedule="linear", timesteps=1000),
      "diffusion.prediction must be v_prediction or sample when diffusion.schedule linear (T = 1000) ends at abar = 4e-05"),
+    (lambda p: p["diffusion"].update(schedule="scaled_linear", beta_start=8.5e-4, beta_end=1.2e-2, snr_shift=0.01,
+                                      timesteps=1000),
+     "diffusion.prediction must be v_prediction or sample when diffusion.schedule scaled_linear (T = 1000, "
+     "diffusion.snr_shift 0.01) ends at abar = 4.7e-05"),
+    (lambda p: p["diffusion"].update(snr_shift=0), "diffusion.snr_shift must be a positive number, got 0"),
     (lambda p: p["sample"].update(spacing="even"), "sample.spacing must be one of leading, trailing, linspace"),
     (lambda p: p["sweep"].update(samplers=["ddim", "euler"]), "sweep.samplers must be a list whose items are each one of"),
     (lambda p: p["sweep"].update(samplers=["ddim", "ddim"]), "sweep.samplers must not repeat a name"),

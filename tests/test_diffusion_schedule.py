@@ -160,3 +160,30 @@ def test_from_betas_zero_snr_only_at_the_end():
         NoiseSchedule.from_betas(torch.tensor([0.1, 1.0, 0.5]))
     with pytest.raises(ValueError, match="at least 2"):
         make_betas("linear", 1, rescale_zero_terminal_snr=True)
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+@pytest.mark.parametrize("factor", [0.25, 4.0])
+def test_snr_shift_multiplies_every_snr(kind, factor):
+    """Hoogeboom et al. 2023: SNR'_t = factor * SNR_t at every t; noisier everywhere for factor < 1."""
+    plain = NoiseSchedule.from_config(kind, 1000)
+    shifted = NoiseSchedule.from_config(kind, 1000, snr_shift=factor)
+    assert torch.allclose(shifted.snr(torch.arange(1000)), factor * plain.snr(torch.arange(1000)), rtol=1e-9, atol=0)
+    assert bool((shifted.betas > 0).all()) and bool((shifted.betas < 1).all())
+    assert bool((shifted.alphas_cumprod < plain.alphas_cumprod).all()) == (factor < 1)
+
+
+def test_snr_shift_of_one_is_the_schedule_itself():
+    assert torch.equal(make_betas("cosine", 1000, snr_shift=1.0), make_betas("cosine", 1000))
+    with pytest.raises(ValueError, match="must be > 0"):
+        make_betas("cosine", 1000, snr_shift=0.0)
+
+
+def test_snr_shift_then_zero_terminal_snr_as_diffusers():
+    """With both, the shift comes first and the rescale after, as diffusers applies rescale_betas_zero_snr
+    to trained_betas (how a shifted schedule is exported)."""
+    s = NoiseSchedule.from_config("cosine", 1000, snr_shift=0.25, rescale_zero_terminal_snr=True)
+    assert s.betas[-1].item() == 1.0 and s.snr(999).item() == 0.0
+    ddpm = pytest.importorskip("diffusers.schedulers.scheduling_ddpm")
+    theirs = ddpm.rescale_zero_terminal_snr(make_betas("cosine", 1000, snr_shift=0.25))
+    assert torch.allclose(s.betas, theirs, rtol=1e-12, atol=1e-15)

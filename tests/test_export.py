@@ -25,6 +25,7 @@ from ldmpipe.cli import main  # noqa: E402
 from ldmpipe.config import ConfigError, SampleConfig  # noqa: E402
 from ldmpipe.diffusion import sample_generators  # noqa: E402
 from ldmpipe.diffusion.sampling import sample_loop  # noqa: E402
+from ldmpipe.diffusion.schedule import ZERO_SNR_ABAR  # noqa: E402
 from ldmpipe.export import export_pipeline, scheduler_for  # noqa: E402
 from ldmpipe.generate import make_sampler, schedule_of  # noqa: E402
 from ldmpipe.io import ArtifactError  # noqa: E402
@@ -199,6 +200,22 @@ def test_known_differences_are_named():
     pipe.set_progress_bar_config(disable=True)
     z_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent").images
     assert (z_hf - ours(unet, None, sample_cfg("heun", 4, "trailing"))[0]).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm_solver_pp", "ddpm", "heun"])
+@pytest.mark.parametrize("zero_snr", [False, True])
+def test_shifted_schedule_is_exported_as_ours(sampler, zero_snr):
+    """diffusion.snr_shift goes as trained_betas: diffusers' alpha-bar table is ours, to float32 rounding,
+    the shift and (where diffusers has it) the zero-SNR rescale included."""
+    if sampler == "heun" and zero_snr:
+        pytest.skip("refused: test_heun_is_not_exported_at_zero_terminal_snr")
+    d = {**DIFFUSION, "schedule": "cosine", "snr_shift": 0.25, "zero_terminal_snr": zero_snr, "prediction": "v_prediction"}
+    theirs = scheduler_for(sampler, d, "trailing").alphas_cumprod.double()
+    ours = schedule_of(d).alphas_cumprod
+    if sampler == "dpm_solver_pp":  # diffusers' DPM-Solver reads a zero-SNR end as 2**-24, as our sigmas do
+        ours = torch.where(ours == 0, torch.full_like(ours, ZERO_SNR_ABAR), ours)
+    assert torch.allclose(theirs, ours, rtol=1e-5, atol=1e-12)
+    assert not torch.allclose(ours, schedule_of({**d, "snr_shift": 1.0}).alphas_cumprod, rtol=1e-2)
 
 
 def test_heun_is_not_exported_at_zero_terminal_snr():

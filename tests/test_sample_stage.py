@@ -137,3 +137,19 @@ def test_classes_beyond_the_model_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"sample.classes must be class indices below the model's 3 classes, got \[0, 5\]"):
         run_conditional(tmp_path, "bad", classes=(0, 5))
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_checkpoint_carries_the_snr_shift_to_sampling():
+    """train_diffusion stores diffusion.snr_shift with the weights (left out at 1, so an unshifted checkpoint
+    keeps its bytes), and sampling rebuilds the shifted schedule from it."""
+    from ldmpipe.diffusion.schedule import NoiseSchedule
+    from ldmpipe.generate import schedule_of
+    from ldmpipe.stages.train_diffusion import checkpoint_extra
+
+    d = load_params(TINY).diffusion
+    assert "snr_shift" not in checkpoint_extra(d, 1.0, [])["diffusion"]
+    extra = checkpoint_extra(dataclasses.replace(d, snr_shift=0.25), 1.0, [])
+    assert extra["diffusion"]["snr_shift"] == 0.25
+    want = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end, snr_shift=0.25)
+    assert torch.equal(schedule_of(extra["diffusion"]).betas, want.betas)
+    assert not torch.equal(schedule_of(checkpoint_extra(d, 1.0, [])["diffusion"]).betas, want.betas)

@@ -130,6 +130,7 @@ class DiffusionConfig:
     beta_start: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
     beta_end: float = spec(between(0.0, 1.0, lo_open=True, hi_open=True))
     zero_terminal_snr: bool = spec()
+    snr_shift: float = spec(positive)  # every SNR times this (Hoogeboom et al. 2023); 1 = the schedule as named
     prediction: str = spec(one_of(*PREDICTIONS))
     loss_weighting: str = spec(one_of("none", "min_snr"))
     min_snr_gamma: float = spec(positive)
@@ -287,7 +288,8 @@ def final_abar(d: DiffusionConfig) -> float:
     """abar_{T-1} of the configured schedule (0 with zero terminal SNR)."""
     from .diffusion.schedule import make_betas  # torch: imported only when a config is checked
 
-    betas = make_betas(d.schedule, d.timesteps, d.beta_start, d.beta_end, rescale_zero_terminal_snr=d.zero_terminal_snr)
+    betas = make_betas(d.schedule, d.timesteps, d.beta_start, d.beta_end, rescale_zero_terminal_snr=d.zero_terminal_snr,
+                       snr_shift=d.snr_shift)
     return float((1.0 - betas).prod())
 
 
@@ -337,7 +339,7 @@ def check_consistency(p: Params) -> None:
         d = p.diffusion
         raise ConfigError(
             f"diffusion.prediction must be v_prediction or sample when diffusion.schedule {d.schedule} "
-            f"(T = {d.timesteps}) ends at abar = {abar:.2g} < {MIN_EPSILON_FINAL_ABAR:g}: an epsilon model's x0 "
+            f"(T = {d.timesteps}{f', diffusion.snr_shift {d.snr_shift:g}' if d.snr_shift != 1.0 else ''}) ends at abar = {abar:.2g} < {MIN_EPSILON_FINAL_ABAR:g}: an epsilon model's x0 "
             f"error is its eps error times (1 - abar) / abar there, which ruins every sampler that starts at "
             f"t = T-1; or choose a schedule that ends higher (scaled_linear), got epsilon"
         )

@@ -30,7 +30,8 @@ from .models.unet import UNet
 
 PACKAGE = Path(__file__).parent
 WRAPPERS = "diffusers_models"  # the component module: LDMPipeUNet and LDMPipeAutoencoder
-# our schedule name -> diffusers' beta_schedule; sigmoid goes as trained_betas (DDIM/DPM/Heun lack it)
+# our schedule name -> diffusers' beta_schedule; sigmoid (DDIM/DPM/Heun lack it) and any diffusion.snr_shift
+# other than 1 go as trained_betas
 BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
 
@@ -44,10 +45,12 @@ def scheduler_for(sampler: str, diffusion: dict, spacing: str):
     d = diffusion
     zero_snr = bool(d.get("zero_terminal_snr", False))
     common = dict(num_train_timesteps=d["timesteps"], prediction_type=d["prediction"], timestep_spacing=spacing)
-    if d["schedule"] in BETA_SCHEDULES:
+    shift = float(d.get("snr_shift", 1.0))
+    if d["schedule"] in BETA_SCHEDULES and shift == 1.0:
         common.update(beta_schedule=BETA_SCHEDULES[d["schedule"]], beta_start=d["beta_start"], beta_end=d["beta_end"])
-    else:
-        common.update(trained_betas=make_betas(d["schedule"], d["timesteps"], d["beta_start"], d["beta_end"]).tolist())
+    else:  # diffusers rescales trained betas to zero terminal SNR after the fact, as make_betas does
+        betas = make_betas(d["schedule"], d["timesteps"], d["beta_start"], d["beta_end"], snr_shift=shift)
+        common.update(trained_betas=betas.tolist())
     if sampler == "heun":
         if zero_snr:
             raise ConfigError("sample.sampler heun cannot be exported for a model trained with diffusion.zero_terminal_snr: "

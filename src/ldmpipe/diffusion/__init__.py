@@ -34,6 +34,7 @@ _EXPORTS = {
     "NoiseSchedule": "schedule",
     "make_betas": "schedule",
     "rescale_to_zero_terminal_snr": "schedule",
+    "shift_snr": "schedule",
     "SPACINGS": "spacing",
     "spaced_timesteps": "spacing",
 }

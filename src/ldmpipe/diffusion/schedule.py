@@ -50,6 +50,25 @@ def rescale_to_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     return 1.0 - alphas
 
 
+def shift_snr(betas: torch.Tensor, factor: float) -> torch.Tensor:
+    """Betas whose SNR_t = abar_t / (1 - abar_t) is ``factor`` times that of ``betas`` at every t (T,) float64.
+
+    The resolution shift of "simple diffusion" (Hoogeboom et al. 2023, sec. 3.1; SD3's timestep shift,
+    Esser et al. 2024): a d x d input carries the information of a (d / 2)^2 one with redundancy, so the
+    same noise erases less of it, and a schedule tuned at d_0 should multiply its SNR by (d_0 / d)^2 at d.
+    ``factor`` < 1 is noisier at every t. abar'_t = SNR'_t / (1 + SNR'_t), back to betas by
+    beta_t = 1 - abar'_t / abar'_{t-1}. A factor of exactly 1 returns ``betas`` unchanged (the same bytes).
+    """
+    if not factor > 0:
+        raise ValueError(f"the SNR shift factor must be > 0, got {factor!r}")
+    if factor == 1.0:
+        return betas
+    abar = torch.cumprod(1.0 - betas.to(torch.float64), dim=0)  # (T,)
+    snr = abar / (1.0 - abar) * factor
+    abar = snr / (1.0 + snr)
+    return 1.0 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
+
+
 def make_betas(
     kind: str,
     timesteps: int,
@@ -57,13 +76,15 @@ def make_betas(
     beta_end: float = 2e-2,
     *,
     rescale_zero_terminal_snr: bool = False,
+    snr_shift: float = 1.0,
 ) -> torch.Tensor:
     """Return the (T,) float64 beta schedule of the given kind (one of `SCHEDULES`).
 
     linear (Ho et al. 2020), scaled_linear (latent diffusion: linear in sqrt(beta)), cosine (Nichol &
     Dhariwal 2021, ignores beta_start/beta_end), sigmoid (GeoDiff, Xu et al. 2022: diffusers'
-    `beta_schedule="sigmoid"`). With `rescale_zero_terminal_snr` the result is rescaled by Lin et al.'s
-    Algorithm 1, so its last beta is exactly 1.
+    `beta_schedule="sigmoid"`). `snr_shift` multiplies every SNR by that factor (`shift_snr`). Then,
+    with `rescale_zero_terminal_snr`, the result is rescaled by Lin et al.'s Algorithm 1, so its last
+    beta is exactly 1 (the order in which diffusers applies `trained_betas` and `rescale_betas_zero_snr`).
     """
     if kind not in SCHEDULES:
         raise ValueError(f"unknown noise schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
@@ -80,6 +101,7 @@ def make_betas(
     else:  # sigmoid: beta_start + (beta_end - beta_start) * sigmoid(linspace(-6, 6, T))
         betas = torch.sigmoid(torch.linspace(-6.0, 6.0, timesteps, dtype=torch.float64)) * (beta_end - beta_start)
         betas = betas + beta_start
+    betas = shift_snr(betas, snr_shift)
     return rescale_to_zero_terminal_snr(betas) if rescale_zero_terminal_snr else betas
 
 
@@ -121,8 +143,10 @@ class NoiseSchedule:
         beta_end: float = 2e-2,
         *,
         rescale_zero_terminal_snr: bool = False,
+        snr_shift: float = 1.0,
     ) -> NoiseSchedule:
-        betas = make_betas(kind, timesteps, beta_start, beta_end, rescale_zero_terminal_snr=rescale_zero_terminal_snr)
+        betas = make_betas(kind, timesteps, beta_start, beta_end, rescale_zero_terminal_snr=rescale_zero_terminal_snr,
+                           snr_shift=snr_shift)
         return cls.from_betas(betas)
 
     @property

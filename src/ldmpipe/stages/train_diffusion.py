@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     u = params.unet
     unet = build_unet(u, data.shape[1], data.shape[2], num_classes=len(classes)).to(device)
     schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
-                                         rescale_zero_terminal_snr=d.zero_terminal_snr)  # fmt: skip
+                                         rescale_zero_terminal_snr=d.zero_terminal_snr, snr_shift=d.snr_shift)  # fmt: skip
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
     gen = runtime.generator(params.seed, "train_diffusion.batches")
     batches = batch_indices(len(data), cfg.batch_size, gen)  # global batches: the same on every rank
@@ -122,11 +122,14 @@ def class_names(meta: str) -> list[str]:
 
 def checkpoint_extra(d, scale: float, classes: list[str]) -> dict:
     """What sampling needs beside the weights: the scale factor, the diffusion params and, for a class
-    model, the class names. An unconditional model's extras leave out the conditioning keys, so its
-    checkpoint is byte for byte what it was before they existed."""
+    model, the class names. An unconditional model's extras leave out the conditioning keys, and an
+    unshifted schedule its ``snr_shift``, so such a checkpoint is byte for byte what it was before they
+    existed (readers take a missing ``snr_shift`` as 1)."""
     diffusion = to_dict(d)
     if not classes:
         del diffusion["conditioning"], diffusion["cond_drop"]
+    if diffusion["snr_shift"] == 1.0:
+        del diffusion["snr_shift"]
     return {"scale_factor": scale, "diffusion": diffusion, **({"classes": classes} if classes else {})}
 
 

@@ -337,9 +337,10 @@ def check_consistency(p: Params) -> None:
         )
     if p.diffusion.prediction == "epsilon" and (abar := final_abar(p.diffusion)) < MIN_EPSILON_FINAL_ABAR:
         d = p.diffusion
+        shifted = f", diffusion.snr_shift {d.snr_shift:g}" if d.snr_shift != 1.0 else ""
         raise ConfigError(
             f"diffusion.prediction must be v_prediction or sample when diffusion.schedule {d.schedule} "
-            f"(T = {d.timesteps}{f', diffusion.snr_shift {d.snr_shift:g}' if d.snr_shift != 1.0 else ''}) ends at abar = {abar:.2g} < {MIN_EPSILON_FINAL_ABAR:g}: an epsilon model's x0 "
+            f"(T = {d.timesteps}{shifted}) ends at abar = {abar:.2g} < {MIN_EPSILON_FINAL_ABAR:g}: an epsilon model's x0 "
             f"error is its eps error times (1 - abar) / abar there, which ruins every sampler that starts at "
             f"t = T-1; or choose a schedule that ends higher (scaled_linear), got epsilon"
         )

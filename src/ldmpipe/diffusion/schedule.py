@@ -54,9 +54,9 @@ def shift_snr(betas: torch.Tensor, factor: float) -> torch.Tensor:
     """Betas whose SNR_t = abar_t / (1 - abar_t) is ``factor`` times that of ``betas`` at every t (T,) float64.
 
     The resolution shift of "simple diffusion" (Hoogeboom et al. 2023, sec. 3.1; SD3's timestep shift,
-    Esser et al. 2024): a d x d input carries the information of a (d / 2)^2 one with redundancy, so the
-    same noise erases less of it, and a schedule tuned at d_0 should multiply its SNR by (d_0 / d)^2 at d.
-    ``factor`` < 1 is noisier at every t. abar'_t = SNR'_t / (1 + SNR'_t), back to betas by
+    Esser et al. 2024, is the same map): neighbouring values of a larger input are redundant, so the same
+    per-value noise erases less of the image at side d than at d_0, and a schedule tuned at side d_0
+    should multiply its SNR by (d_0 / d)^2 at side d. ``factor`` < 1 is noisier at every t. abar'_t = SNR'_t / (1 + SNR'_t), back to betas by
     beta_t = 1 - abar'_t / abar'_{t-1}. A factor of exactly 1 returns ``betas`` unchanged (the same bytes).
     """
     if not factor > 0:

@@ -18,7 +18,7 @@ import time
 import torch
 
 from ldmpipe import runtime
-from ldmpipe.config import load_params
+from ldmpipe.config import load_params, to_dict
 from ldmpipe.diffusion.loss import diffusion_loss
 from ldmpipe.diffusion.schedule import NoiseSchedule
 from ldmpipe.io import load_arrays
@@ -39,8 +39,7 @@ def main() -> None:
     arrays, meta = load_arrays(a.latents)
     data = runtime.resident(torch.from_numpy(arrays["latents"]).float().mul_(float(meta["scale_factor"])), device)
     unet = build_unet(params.unet, data.shape[1], data.shape[2]).to(device)  # the stage's UNet (unconditional)
-    schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
-                                         rescale_zero_terminal_snr=d.zero_terminal_snr, snr_shift=d.snr_shift)  # fmt: skip
+    schedule = NoiseSchedule.from_params(to_dict(d))
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     gen = runtime.generator(params.seed, "benchmark")
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None

@@ -286,11 +286,9 @@ MIN_EPSILON_FINAL_ABAR = 1e-4
 
 def final_abar(d: DiffusionConfig) -> float:
     """abar_{T-1} of the configured schedule (0 with zero terminal SNR)."""
-    from .diffusion.schedule import make_betas  # torch: imported only when a config is checked
+    from .diffusion.schedule import NoiseSchedule  # torch: imported only when a config is checked
 
-    betas = make_betas(d.schedule, d.timesteps, d.beta_start, d.beta_end, rescale_zero_terminal_snr=d.zero_terminal_snr,
-                       snr_shift=d.snr_shift)
-    return float((1.0 - betas).prod())
+    return float((1.0 - NoiseSchedule.from_params(to_dict(d)).betas).prod())
 
 
 def check_consistency(p: Params) -> None:

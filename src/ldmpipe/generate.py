@@ -29,10 +29,7 @@ from .models.unet import UNet
 
 def schedule_of(diffusion: dict) -> NoiseSchedule:
     """The noise schedule a UNet was trained with, from its checkpoint's ``diffusion`` params."""
-    return NoiseSchedule.from_config(
-        diffusion["schedule"], diffusion["timesteps"], diffusion["beta_start"], diffusion["beta_end"],
-        rescale_zero_terminal_snr=diffusion.get("zero_terminal_snr", False), snr_shift=diffusion.get("snr_shift", 1.0),
-    )  # fmt: skip
+    return NoiseSchedule.from_params(diffusion)
 
 
 def make_sampler(name: str, schedule: NoiseSchedule, *, prediction: str, spacing: str, eta: float = 0.0):

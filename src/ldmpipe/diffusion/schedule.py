@@ -8,7 +8,9 @@ with 0-based timesteps t in {0, ..., T-1}. All tables are float64 and derive fro
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -56,8 +58,9 @@ def shift_snr(betas: torch.Tensor, factor: float) -> torch.Tensor:
     The resolution shift of "simple diffusion" (Hoogeboom et al. 2023, sec. 3.1; SD3's timestep shift,
     Esser et al. 2024, is the same map): neighbouring values of a larger input are redundant, so the same
     per-value noise erases less of the image at side d than at d_0, and a schedule tuned at side d_0
-    should multiply its SNR by (d_0 / d)^2 at side d. ``factor`` < 1 is noisier at every t. abar'_t = SNR'_t / (1 + SNR'_t), back to betas by
-    beta_t = 1 - abar'_t / abar'_{t-1}. A factor of exactly 1 returns ``betas`` unchanged (the same bytes).
+    should multiply its SNR by (d_0 / d)^2 at side d. ``factor`` < 1 is noisier at every t.
+    abar'_t = SNR'_t / (1 + SNR'_t), back to betas by beta_t = 1 - abar'_t / abar'_{t-1}. A factor of
+    exactly 1 returns ``betas`` unchanged (the same bytes).
     """
     if not factor > 0:
         raise ValueError(f"the SNR shift factor must be > 0, got {factor!r}")
@@ -148,6 +151,15 @@ class NoiseSchedule:
         betas = make_betas(kind, timesteps, beta_start, beta_end, rescale_zero_terminal_snr=rescale_zero_terminal_snr,
                            snr_shift=snr_shift)
         return cls.from_betas(betas)
+
+    @classmethod
+    def from_params(cls, diffusion: Mapping[str, Any]) -> NoiseSchedule:
+        """The schedule of the ``diffusion`` params: a params section as a dict, or a checkpoint's stored copy,
+        which may predate ``zero_terminal_snr`` (read as false) and leaves out an ``snr_shift`` of 1."""
+        d = diffusion
+        return cls.from_config(d["schedule"], d["timesteps"], d["beta_start"], d["beta_end"],
+                               rescale_zero_terminal_snr=d.get("zero_terminal_snr", False),
+                               snr_shift=d.get("snr_shift", 1.0))  # fmt: skip
 
     @property
     def num_timesteps(self) -> int:

@@ -58,8 +58,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     torch.manual_seed(runtime.stage_seed(params.seed, "train_diffusion.init"))
     u = params.unet
     unet = build_unet(u, data.shape[1], data.shape[2], num_classes=len(classes)).to(device)
-    schedule = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end,
-                                         rescale_zero_terminal_snr=d.zero_terminal_snr, snr_shift=d.snr_shift)  # fmt: skip
+    schedule = NoiseSchedule.from_params(to_dict(d))
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
     gen = runtime.generator(params.seed, "train_diffusion.batches")
     batches = batch_indices(len(data), cfg.batch_size, gen)  # global batches: the same on every rank

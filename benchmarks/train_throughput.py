@@ -48,7 +48,8 @@ def main() -> None:
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
         x0 = runtime.to_device(data[runtime.to_device(idx, data.device)], device)  # (B, z, h, w)
         with runtime.autocast(device, cfg.bf16):
-            loss = diffusion_loss(unet, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma)
+            loss = diffusion_loss(unet, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma,
+                                  timestep_sampling=d.timestep_sampling)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)

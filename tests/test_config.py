@@ -45,6 +45,11 @@ CASES = [
     (lambda p: p["sample"].update(sampler="euler"), "sample.sampler must be one of ddpm, ddim"),
     (lambda p: p["diffusion"].update(schedule="exp"), "diffusion.schedule must be one of linear"),
     (lambda p: p["diffusion"].update(loss_weighting="snr"), "diffusion.loss_weighting must be one of none, min_snr"),
+    (lambda p: p["diffusion"].update(timestep_sampling="lognormal"),
+     "diffusion.timestep_sampling must be one of uniform, importance, got 'lognormal'"),
+    (lambda p: p["diffusion"].update(loss_weighting="none"),
+     "diffusion.timestep_sampling must be uniform when diffusion.loss_weighting is none (importance draws t in "
+     "proportion to its loss weight), got 'importance'"),
     (lambda p: p.update(device="tpu"), "device must be auto, cpu, mps, cuda or cuda:N, got 'tpu'"),
     (lambda p: p["sample"].update(eta=-0.1), "sample.eta must be in [0.0, 1.0], got -0.1"),
     (lambda p: p["data"].update(val_fraction=1.0), "data.val_fraction must be in (0.0, 1.0), got 1.0"),

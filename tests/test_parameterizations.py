@@ -128,7 +128,8 @@ def repo(tiny_run, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("prediction, weighting, zero_snr", VARIANTS)
 def test_parameterization_runs_end_to_end(repo, prediction, weighting, zero_snr):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["diffusion"].update(prediction=prediction, loss_weighting=weighting, zero_terminal_snr=zero_snr)
+    params["diffusion"].update(prediction=prediction, loss_weighting=weighting, zero_terminal_snr=zero_snr,
+                               timestep_sampling="importance" if weighting == "min_snr" else "uniform")  # fmt: skip
     params["sample"]["spacing"] = "trailing" if zero_snr else "leading"  # trailing starts at the zero-SNR step
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = ran_stages(sh("dvc repro", repo))

@@ -134,6 +134,7 @@ class DiffusionConfig:
     prediction: str = spec(one_of(*PREDICTIONS))
     loss_weighting: str = spec(one_of("none", "min_snr"))
     min_snr_gamma: float = spec(positive)
+    timestep_sampling: str = spec(one_of("uniform", "importance"))  # importance: t drawn in proportion to its loss weight
     conditioning: str = spec(one_of("none", "class"))  # class: a class embedding added to the time embedding
     cond_drop: float = spec(between(0.0, 1.0, hi_open=True))  # label dropout to the null class (Ho & Salimans 2022)
 
@@ -293,6 +294,9 @@ def final_abar(d: DiffusionConfig) -> float:
 
 def check_consistency(p: Params) -> None:
     """Cross-key rules that no single value can break alone."""
+    if p.diffusion.timestep_sampling == "importance" and p.diffusion.loss_weighting == "none":
+        raise ConfigError("diffusion.timestep_sampling must be uniform when diffusion.loss_weighting is none "
+                          "(importance draws t in proportion to its loss weight), got 'importance'")  # fmt: skip
     if p.data.image_size % p.vae.downsample:
         raise ConfigError(
             f"data.image_size must be divisible by vae.downsample ({p.vae.downsample}), got {p.data.image_size}"

@@ -23,6 +23,7 @@ _EXPORTS = {
     "guide": "guidance",
     "sample_classes": "guidance",
     "min_snr_weights": "loss",
+    "timestep_proposal": "loss",
     "randn_per_sample": "noise",
     "sample_generators": "noise",
     "PREDICTIONS": "parameterization",

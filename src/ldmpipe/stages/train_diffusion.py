@@ -72,7 +72,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
             y = shard.take(drop_labels(labels[runtime.to_device(idx, device)], d.cond_drop, unet.null_class, gen))
             model = lambda x, t: net(x, t, y)  # noqa: E731
         with runtime.autocast(device, cfg.bf16):
-            loss = diffusion_loss(model, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma, shard=shard)
+            loss = diffusion_loss(model, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma, shard=shard,
+                                  timestep_sampling=d.timestep_sampling)
         return loss, {"loss": loss.detach()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,

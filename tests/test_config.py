@@ -47,7 +47,7 @@ CASES = [
     (lambda p: p["diffusion"].update(loss_weighting="snr"), "diffusion.loss_weighting must be one of none, min_snr"),
     (lambda p: p["diffusion"].update(timestep_sampling="lognormal"),
      "diffusion.timestep_sampling must be one of uniform, importance, got 'lognormal'"),
-    (lambda p: p["diffusion"].update(loss_weighting="none"),
+    (lambda p: p["diffusion"].update(loss_weighting="none", timestep_sampling="importance"),
      "diffusion.timestep_sampling must be uniform when diffusion.loss_weighting is none (importance draws t in "
      "proportion to its loss weight), got 'importance'"),
     (lambda p: p.update(device="tpu"), "device must be auto, cpu, mps, cuda or cuda:N, got 'tpu'"),

@@ -153,3 +153,13 @@ def test_checkpoint_carries_the_snr_shift_to_sampling():
     want = NoiseSchedule.from_config(d.schedule, d.timesteps, d.beta_start, d.beta_end, snr_shift=0.25)
     assert torch.equal(schedule_of(extra["diffusion"]).betas, want.betas)
     assert not torch.equal(schedule_of(checkpoint_extra(d, 1.0, [])["diffusion"]).betas, want.betas)
+
+
+def test_uniform_timestep_sampling_leaves_the_checkpoint_metadata_as_it_was():
+    """diffusion.timestep_sampling is recorded only when it is not the uniform draw of before the key."""
+    from ldmpipe.stages.train_diffusion import checkpoint_extra
+
+    d = dataclasses.replace(load_params(TINY).diffusion, timestep_sampling="uniform")
+    assert "timestep_sampling" not in checkpoint_extra(d, 1.0, [])["diffusion"]
+    extra = checkpoint_extra(dataclasses.replace(d, timestep_sampling="importance"), 1.0, [])
+    assert extra["diffusion"]["timestep_sampling"] == "importance"

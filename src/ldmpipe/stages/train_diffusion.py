@@ -122,14 +122,17 @@ def class_names(meta: str) -> list[str]:
 
 def checkpoint_extra(d, scale: float, classes: list[str]) -> dict:
     """What sampling needs beside the weights: the scale factor, the diffusion params and, for a class
-    model, the class names. An unconditional model's extras leave out the conditioning keys, and an
-    unshifted schedule its ``snr_shift``, so such a checkpoint is byte for byte what it was before they
-    existed (readers take a missing ``snr_shift`` as 1)."""
+    model, the class names. An unconditional model's extras leave out the conditioning keys, an
+    unshifted schedule its ``snr_shift`` and uniform timestep sampling its ``timestep_sampling``, so such
+    a checkpoint is byte for byte what it was before they existed (readers take a missing ``snr_shift``
+    as 1; sampling never reads ``timestep_sampling``, which is kept only as a record of training)."""
     diffusion = to_dict(d)
     if not classes:
         del diffusion["conditioning"], diffusion["cond_drop"]
     if diffusion["snr_shift"] == 1.0:
         del diffusion["snr_shift"]
+    if diffusion["timestep_sampling"] == "uniform":
+        del diffusion["timestep_sampling"]
     return {"scale_factor": scale, "diffusion": diffusion, **({"classes": classes} if classes else {})}
 
 

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SPACINGS, TORCHVISION_DATASETS as TORCHVISION
+from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SPACINGS, TIMESTEP_SAMPLING
+from .constants import TORCHVISION_DATASETS as TORCHVISION
 
 
 class ConfigError(ValueError):
@@ -134,7 +135,7 @@ class DiffusionConfig:
     prediction: str = spec(one_of(*PREDICTIONS))
     loss_weighting: str = spec(one_of("none", "min_snr"))
     min_snr_gamma: float = spec(positive)
-    timestep_sampling: str = spec(one_of("uniform", "importance"))  # importance: t drawn in proportion to its loss weight
+    timestep_sampling: str = spec(one_of(*TIMESTEP_SAMPLING))  # importance: t drawn in proportion to its loss weight
     conditioning: str = spec(one_of("none", "class"))  # class: a class embedding added to the time embedding
     cond_drop: float = spec(between(0.0, 1.0, hi_open=True))  # label dropout to the null class (Ho & Salimans 2022)
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..constants import TIMESTEP_SAMPLING  # one list, shared with config validation
 from ..runtime import WHOLE, Shard, to_device
 from .parameterization import check_prediction, training_target
 from .schedule import NoiseSchedule
 
-TIMESTEP_SAMPLING = ("uniform", "importance")
 IMPORTANCE_FLOOR = 0.1  # the uniform share of the importance proposal (a defensive mixture, Hesterberg 1995)
 
 

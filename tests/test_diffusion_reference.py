@@ -36,6 +36,7 @@ from ldmpipe.diffusion import (
     DDIMSampler,
     DDPMSampler,
     DPMSolverPPSampler,
+    SDEDPMSolverPPSampler,
     HeunSampler,
     NoiseSchedule,
     sample_generators,
@@ -203,6 +204,18 @@ def test_dpm_solver_pp(name, prediction, spacing, n):
 @pytest.mark.parametrize("name", SCHEDULES)
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("n", [1, 8, 20])
+def test_sde_dpm_solver_pp(name, prediction, spacing, n):
+    """The SDE solver, noise included: both draw z per row from the same seeds at every step, in float32."""
+    ours = SDEDPMSolverPPSampler(schedule_for(name), prediction=prediction, spacing=spacing)
+    ref = _reference(DPMSolverFloat64, ours.schedule, prediction, algorithm_type="sde-dpmsolver++", solver_order=2,
+                     timestep_spacing=spacing)  # fmt: skip
+    compare(ours, ref, n, stochastic=True)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("n", [1, 10, 28])  # n - 1 | T - 1: diffusers' linspace timesteps are integers
 def test_heun(name, prediction, spacing, n):
     ours = HeunSampler(schedule_for(name), prediction=prediction, spacing=spacing)
@@ -230,6 +243,7 @@ def test_all_training_steps(make, cls, kw, name):
     [
         (lambda s: DDIMSampler(s, eta=0.5), diffusers.DDIMScheduler, {"set_alpha_to_one": True, "clip_sample": False}),
         (lambda s: DPMSolverPPSampler(s), DPMSolverFloat64, {"solver_order": 2}),
+        (lambda s: SDEDPMSolverPPSampler(s), DPMSolverFloat64, {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}),
         (lambda s: HeunSampler(s), diffusers.HeunDiscreteScheduler, {}),
     ],
 )
@@ -238,5 +252,5 @@ def test_comparison_is_sensitive(ours, ref_cls, kw):
     schedule = schedule_for("linear")
     with pytest.raises(AssertionError):
         compare(ours(schedule), _reference(ref_cls, schedule, "v_prediction", **kw), 10,
-                stochastic=ref_cls is diffusers.DDIMScheduler,
+                stochastic=ref_cls is diffusers.DDIMScheduler or "algorithm_type" in kw,
                 ref_step_kwargs={"eta": 0.5} if ref_cls is diffusers.DDIMScheduler else None)  # fmt: skip

@@ -11,6 +11,7 @@ from ldmpipe.diffusion import (
     DDIMSampler,
     DDPMSampler,
     DPMSolverPPSampler,
+    SDEDPMSolverPPSampler,
     HeunSampler,
     NoiseSchedule,
     randn_per_sample,
@@ -77,6 +78,8 @@ GAUSS_CASES = [  # (sampler_name, kind, T_, n, opts)
     ("ddpm", "cosine", 200, 200, {"spacing": "linspace"}),
     ("dpm_solver_pp", "cosine", 1000, 20, {}),
     ("dpm_solver_pp", "linear", 1000, 25, {"spacing": "leading"}),
+    ("dpm_solver_pp_sde", "cosine", 1000, 20, {}),
+    ("dpm_solver_pp_sde", "linear", 1000, 25, {"spacing": "leading"}),
     ("heun", "linear", 1000, 20, {}),
     ("heun", "linear", 1000, 20, {"spacing": "leading"}),
 ]
@@ -99,7 +102,7 @@ def test_gaussian_data_recovers_std(sampler_name, kind, T_, n, opts, prediction)
 
 
 @pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
-@pytest.mark.parametrize("sampler_name, n", [("dpm_solver_pp", 50), ("heun", 50), ("ddim", 200)])
+@pytest.mark.parametrize("sampler_name, n", [("dpm_solver_pp", 50), ("dpm_solver_pp_sde", 50), ("heun", 50), ("ddim", 200)])
 def test_zero_terminal_snr_recovers_std(sampler_name, n, prediction):
     """Lin et al. 2024's setting: zero terminal SNR, trailing spacing (starts at T - 1, where SNR = 0)."""
     s = 0.5
@@ -196,6 +199,20 @@ def test_gaussian_check_detects_a_broken_sampler(monkeypatch):
     assert abs(broken.std().item() - s) / s > 0.05
 
 
+def test_sde_solver_needs_its_noise(monkeypatch):
+    """SDE-DPM-Solver++ recovers the data's std (test_gaussian_data_recovers_std) only with its noise term:
+    without it, the update, which pulls the mean further toward D than the ODE's, collapses the samples."""
+    import ldmpipe.diffusion.dpm_solver as dpm_module
+
+    s, schedule = 0.5, _scaled("cosine", 1000)
+    sampler = SDEDPMSolverPPSampler(schedule, prediction="v_prediction")
+    sampler.set_timesteps(20)
+    model = gaussian_model(schedule, s, "v_prediction")
+    monkeypatch.setattr(dpm_module, "randn_per_sample", lambda shape, g, dtype, device: torch.zeros(shape, dtype=dtype))
+    broken = sample_loop(model, sampler, GAUSS_SHAPE, torch.Generator().manual_seed(1234), "cpu", progress=False)
+    assert abs(broken.std().item() - s) / s > 0.2, broken.std().item()
+
+
 # --- per-sample seeds ----------------------------------------------------------------------------
 
 
@@ -211,7 +228,7 @@ def test_randn_per_sample_rows_follow_their_seed():
         randn_per_sample((4, 2), sample_generators([0, 1, 2]))
 
 
-ALL_SAMPLERS = [("ddpm", {}), ("ddim", {"eta": 0.5}), ("dpm_solver_pp", {}), ("heun", {})]
+ALL_SAMPLERS = [("ddpm", {}), ("ddim", {"eta": 0.5}), ("dpm_solver_pp", {}), ("dpm_solver_pp_sde", {}), ("heun", {})]
 
 
 @pytest.mark.parametrize("sampler_name, opts", ALL_SAMPLERS)
@@ -318,7 +335,7 @@ def test_timesteps():
 def test_stateful_samplers_insist_on_order():
     schedule = NoiseSchedule.from_config("linear", 100)
     x = torch.zeros(1, 1, 2, 2)
-    for sampler in (DPMSolverPPSampler(schedule), HeunSampler(schedule)):
+    for sampler in (DPMSolverPPSampler(schedule), SDEDPMSolverPPSampler(schedule), HeunSampler(schedule)):
         sampler.set_timesteps(3)
         ts = sampler.timesteps.tolist()
         with pytest.raises(ValueError, match="in order"):
@@ -333,7 +350,8 @@ def test_stateful_samplers_insist_on_order():
 
 def test_errors():
     schedule = NoiseSchedule.from_config("linear", 100)
-    for sampler in (DDPMSampler(schedule), DDIMSampler(schedule), DPMSolverPPSampler(schedule), HeunSampler(schedule)):
+    for sampler in (DDPMSampler(schedule), DDIMSampler(schedule), DPMSolverPPSampler(schedule),
+                    SDEDPMSolverPPSampler(schedule), HeunSampler(schedule)):  # fmt: skip
         x = torch.zeros(1, 1, 2, 2)
         with pytest.raises(ValueError, match="set_timesteps"):
             sampler.step(x, 99, x)
@@ -369,4 +387,4 @@ def test_errors():
         DDIMSampler(schedule, eta=1.5)
     with pytest.raises(ValueError, match="set_timesteps"):
         sample_loop(lambda x, t: x, DDIMSampler(schedule), (1, 1, 2, 2), None, "cpu")
-    assert set(SAMPLERS) == {"ddpm", "ddim", "dpm_solver_pp", "heun"}
+    assert set(SAMPLERS) == {"ddpm", "ddim", "dpm_solver_pp", "dpm_solver_pp_sde", "heun"}

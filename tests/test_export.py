@@ -100,7 +100,8 @@ def test_unet_wrapper_is_our_unet():
 @pytest.mark.parametrize(
     "sampler, spacing, eta",
     [("ddim", "leading", 0.0), ("ddim", "trailing", 0.5), ("dpm_solver_pp", "leading", 0.0),
-     ("dpm_solver_pp", "trailing", 0.0), ("ddpm", "leading", 0.0), ("heun", "leading", 0.0)],
+     ("dpm_solver_pp", "trailing", 0.0), ("dpm_solver_pp_sde", "leading", 0.0), ("dpm_solver_pp_sde", "trailing", 0.0),
+     ("ddpm", "leading", 0.0), ("heun", "leading", 0.0)],
 )  # fmt: skip
 def test_pipeline_samples_as_our_sampler(sampler, spacing, eta):
     """The exported scheduler (chosen by sample.sampler) in LDMPipePipeline, against our sampler: the same
@@ -204,7 +205,8 @@ def test_known_differences_are_named():
 
 @pytest.mark.parametrize(
     "sampler, zero_snr",  # heun at zero SNR is refused (test_heun_is_not_exported_at_zero_terminal_snr)
-    [(s, z) for s in ("ddim", "dpm_solver_pp", "ddpm", "heun") for z in (False, True) if (s, z) != ("heun", True)],
+    [(s, z) for s in ("ddim", "dpm_solver_pp", "dpm_solver_pp_sde", "ddpm", "heun") for z in (False, True)
+     if (s, z) != ("heun", True)],
 )
 def test_shifted_schedule_is_exported_as_ours(sampler, zero_snr):
     """diffusion.snr_shift goes as trained_betas: diffusers' alpha-bar table is ours, to float32 rounding,
@@ -212,7 +214,7 @@ def test_shifted_schedule_is_exported_as_ours(sampler, zero_snr):
     d = {**DIFFUSION, "schedule": "cosine", "snr_shift": 0.25, "zero_terminal_snr": zero_snr, "prediction": "v_prediction"}
     theirs = scheduler_for(sampler, d, "trailing").alphas_cumprod.double()
     ours = schedule_of(d).alphas_cumprod
-    if sampler == "dpm_solver_pp":  # diffusers' DPM-Solver reads a zero-SNR end as 2**-24, as our sigmas do
+    if sampler.startswith("dpm_solver_pp"):  # diffusers' DPM-Solver reads a zero-SNR end as 2**-24, as our sigmas do
         ours = torch.where(ours == 0, torch.full_like(ours, ZERO_SNR_ABAR), ours)
     assert torch.allclose(theirs, ours, rtol=1e-5, atol=1e-12)
     assert not torch.allclose(ours, schedule_of({**d, "snr_shift": 1.0}).alphas_cumprod, rtol=1e-2)

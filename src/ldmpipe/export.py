@@ -61,7 +61,8 @@ def scheduler_for(sampler: str, diffusion: dict, spacing: str):
         return diffusers.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, steps_offset=0)
     if sampler == "ddpm":
         return diffusers.DDPMScheduler(**common, variance_type="fixed_small", clip_sample=False)
-    return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    algorithm = "sde-dpmsolver++" if sampler == "dpm_solver_pp_sde" else "dpmsolver++"
+    return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type=algorithm, solver_order=2)
 
 
 def differences(sampler: str, spacing: str, timesteps: int, steps: int) -> str | None:

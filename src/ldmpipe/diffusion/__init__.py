@@ -14,6 +14,7 @@ _EXPORTS = {
     "DDIMSampler": "ddim",
     "DDPMSampler": "ddpm",
     "DPMSolverPPSampler": "dpm_solver",
+    "SDEDPMSolverPPSampler": "dpm_solver",
     "HeunSampler": "heun",
     "Sampler": "base",
     "diffusion_loss": "loss",
@@ -45,6 +46,7 @@ _SAMPLERS = {
     "ddpm": "DDPMSampler",
     "ddim": "DDIMSampler",
     "dpm_solver_pp": "DPMSolverPPSampler",
+    "dpm_solver_pp_sde": "SDEDPMSolverPPSampler",
     "heun": "HeunSampler",
 }
 

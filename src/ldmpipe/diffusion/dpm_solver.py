@@ -1,4 +1,5 @@
-"""DPM-Solver++(2M): multistep second-order solver of the diffusion ODE in data prediction (Lu et al. 2022).
+"""DPM-Solver++(2M): multistep second-order solver of the diffusion ODE in data prediction (Lu et al. 2022),
+and its SDE counterpart, SDE-DPM-Solver++(2M) (`SDEDPMSolverPPSampler`).
 
 Equivalent to diffusers' `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
 solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero", prediction_type=prediction,
@@ -8,6 +9,11 @@ lambda_t = log(alpha_t / sigma_t) (half the log-SNR), h_i = lambda_{t_i} - lambd
 The grid is the n timesteps followed by a final point with sigma = 0 (alpha = 1, lambda = +inf), so the
 last step returns the data prediction; an abar of 0 (zero terminal SNR) is read as 2**-24, as in diffusers.
 The first step has no history and the last has lambda = inf, so both are first order (= DDIM, eta = 0).
+
+The SDE solver (Lu et al. 2022, sec. 5 and appendix; diffusers' ``algorithm_type="sde-dpmsolver++"``)
+integrates the reverse SDE instead of the ODE: each step forgets part of x_s, e^{-2h} of its variance
+on top of the ODE's, and replaces it with fresh noise, so errors of earlier steps are damped rather than
+carried along (Karras et al. 2022, sec. 4), at the ODE's cost of one network pass per step.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 import torch
 
 from .base import Sampler
-from .noise import GeneratorArg
+from .noise import GeneratorArg, randn_per_sample
 from .parameterization import predict_x0
 from .schedule import NoiseSchedule
 from .spacing import spaced_timesteps
@@ -53,11 +59,13 @@ class DPMSolverPPSampler(Sampler):
         generator: GeneratorArg = None,
     ) -> torch.Tensor:
         """One solver step x_{t_i} -> x_{t_{i+1}}; model_output = the network's output at (x_{t_i}, t_i),
-        sample = x_{t_i}, both (B, C, H, W). Steps must follow `timesteps` in order; `generator` is unused."""
+        sample = x_{t_i}, both (B, C, H, W). Steps must follow `timesteps` in order; `generator` is used by
+        the SDE solver only."""
         t = self._check_step(model_output, t, sample)
         i = self._advance(t)
         alpha_s, sigma_s, lambda_s = self._grid[i]
         alpha_t, sigma_t, lambda_t = self._grid[i + 1]
+        noise = self._noise(sample, generator)  # None for the ODE
 
         # 1. Data prediction x0_theta(x_s, s), (B, C, H, W): what DPM-Solver++ integrates.
         x0 = predict_x0(self.prediction, model_output, sample, alpha_s**2)
@@ -77,4 +85,32 @@ class DPMSolverPPSampler(Sampler):
             x0_prev, lambda_prev = history
             r = (lambda_s - lambda_prev) / h
             d = x0 + (0.5 / r) * (x0 - x0_prev)
+        return self._update(sample, d, alpha_t, sigma_t, sigma_s, h, noise)
+
+    def _noise(self, sample: torch.Tensor, generator: GeneratorArg) -> torch.Tensor | None:
+        """The step's noise z (B, C, H, W): none for the ODE."""
+        return None
+
+    def _update(self, sample: torch.Tensor, d: torch.Tensor, alpha_t: float, sigma_t: float, sigma_s: float, h: float,
+                noise: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """x_t from x_s = ``sample`` (B, C, H, W) and the data term D = ``d`` (B, C, H, W):
+        x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) D (Lu et al. 2022, Algorithm 2)."""
         return (sigma_t / sigma_s) * sample - (alpha_t * math.expm1(-h)) * d
+
+
+class SDEDPMSolverPPSampler(DPMSolverPPSampler):
+    """SDE-DPM-Solver++(2M): the same grid, data prediction and second-order D as `DPMSolverPPSampler`,
+    with the SDE update; equivalent to diffusers' `DPMSolverMultistepScheduler(algorithm_type=
+    "sde-dpmsolver++", solver_order=2, solver_type="midpoint", final_sigmas_type="zero", ...)`, noise
+    included: z is drawn at every step (the final one too, where it is multiplied by 0) in float32, row i
+    from generators[i], as diffusers draws it."""
+
+    def _noise(self, sample: torch.Tensor, generator: GeneratorArg) -> torch.Tensor:
+        return randn_per_sample(sample.shape, generator, dtype=torch.float32, device=sample.device).to(sample.dtype)
+
+    def _update(self, sample: torch.Tensor, d: torch.Tensor, alpha_t: float, sigma_t: float, sigma_s: float, h: float,
+                noise: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """x_t = sigma_t / sigma_s e^{-h} x_s + alpha_t (1 - e^{-2h}) D + sigma_t sqrt(1 - e^{-2h}) z: the
+        ODE update's mean pulled further toward D, with the variance it leaves made up by fresh noise."""
+        return (sigma_t / sigma_s * math.exp(-h)) * sample - (alpha_t * math.expm1(-2.0 * h)) * d \
+            + (sigma_t * math.sqrt(-math.expm1(-2.0 * h))) * noise

@@ -41,11 +41,12 @@ def save_models(tmp_path) -> None:
     save_model(AutoencoderKL(3, 8, 4, 4), tmp_path / "vae.safetensors")
 
 
-def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
+@pytest.mark.parametrize("sampler", ["ddpm", "dpm_solver_pp_sde"])  # both draw noise at every step
+def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path, sampler):
     save_models(tmp_path)
-    whole = run_sample(tmp_path, batch_size=6, n=6, name="whole")
-    split = run_sample(tmp_path, batch_size=4, n=6, name="split")
-    prefix = run_sample(tmp_path, batch_size=2, n=3, name="prefix")
+    whole = run_sample(tmp_path, batch_size=6, n=6, name="whole", sampler=sampler)
+    split = run_sample(tmp_path, batch_size=4, n=6, name="split", sampler=sampler)
+    prefix = run_sample(tmp_path, batch_size=2, n=3, name="prefix", sampler=sampler)
     assert whole.shape == (6, 16, 16, 3) and whole.dtype == np.uint8
     assert np.array_equal(whole, split)
     assert np.array_equal(whole[:3], prefix)

@@ -15,7 +15,10 @@ run's evaluator:
    evaluator wrong;
 4. guided partial reverse processes: the validation latents noised to t_s (fixed noise), then 25 DDIM steps
    back to t = 0 with their own labels at w = 1.5, decoded and classified: the largest t_s from which the
-   real shapes come back right says at which noise levels the model loses them (a grid of hexagons per t_s).
+   real shapes come back right says at which noise levels the model loses them (a grid of hexagons per t_s);
+5. two published variants of the guidance formula at the default sampler: the guided output rescaled
+   toward the conditional one's std (Lin et al. 2024, sec. 3.4, phi = 0.7) and guidance applied only
+   in an interval of t (Kynkäänniemi et al. 2024; w = 1, the plain conditional model, outside it).
 
 Usage: python benchmarks/diagnose_classes.py [--root .] [--n 500] [--second-evaluator PATH]
        [--out benchmarks/results/diagnose_classes.json]
@@ -40,8 +43,10 @@ from diagnose_steps import partial_reverse  # run as a script: benchmarks/ is on
 from ldmpipe import runtime
 from ldmpipe.autoencoder_metrics import reconstruct
 from ldmpipe.config import load_params
-from ldmpipe.diffusion.guidance import GuidedModel
-from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
+from ldmpipe.diffusion.guidance import GuidedModel, guide
+from ldmpipe.diffusion.noise import sample_generators
+from ldmpipe.diffusion.sampling import sample_loop
+from ldmpipe.generate import class_labels, decode_samples, generate, make_sampler, schedule_of
 from ldmpipe.io import load_arrays, save_image, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.checkpoint import load_model
@@ -49,11 +54,54 @@ from ldmpipe.models.classifier import Classifier
 from ldmpipe.plotting import image_grid
 from ldmpipe.stages.sweep import Models, load
 
-# (sampler, spacing, steps, guidance scales): the default, the model's own reverse process and two
-# step-for-step alternatives
-ROWS = [("dpm_solver_pp", "leading", 10, (1.5, 3.0)), ("dpm_solver_pp", "trailing", 50, (1.5, 3.0)),
-        ("ddim", "trailing", 50, (1.5, 3.0)), ("ddpm", "trailing", 1000, (1.5,))]  # fmt: skip
+# (sampler, spacing, steps, DDIM eta, guidance scales): the default; more steps of the same ODE; the
+# probability-flow ODE followed closely (trailing 50); the same solver on the SDE; stochastic samplers
+# (DDIM eta = 1, DDPM) up to the model's own reverse process, DDPM with all 1000 steps
+ROWS = [("dpm_solver_pp", "leading", 10, 0.0, (1.5, 3.0)), ("dpm_solver_pp", "leading", 25, 0.0, (1.5,)),
+        ("dpm_solver_pp", "trailing", 50, 0.0, (1.5,)), ("ddim", "trailing", 50, 0.0, (1.5,)),
+        ("dpm_solver_pp_sde", "leading", 10, 0.0, (1.5, 2.0, 3.0)), ("dpm_solver_pp_sde", "leading", 25, 0.0, (1.5,)),
+        ("ddim", "leading", 50, 1.0, (1.5,)), ("ddpm", "trailing", 250, 0.0, (1.5,)),
+        ("ddpm", "trailing", 1000, 0.0, (1.5,))]  # fmt: skip
 STARTS, PARTIAL_STEPS, PARTIAL_W = (200, 400, 600, 800, 999), 25, 1.5  # item 4
+# item 5: (w, rescale phi, guided interval of t): rescaled at growing w; guidance in the middle, the low- and
+# the high-noise half only
+VARIANTS = [(1.5, 0.7, (0, 999)), (2.0, 0.7, (0, 999)), (3.0, 0.7, (0, 999)), (5.0, 0.7, (0, 999)),
+            (3.0, 0.0, (200, 800)), (3.0, 0.0, (0, 500)), (3.0, 0.0, (500, 999))]  # fmt: skip
+
+
+class GuidanceVariant:
+    """``model(x, t)``: guided at scale w inside ``interval`` of t and plainly conditional outside it, the
+    guided output (B, C, H, W) optionally rescaled to the conditional output's per-sample std, mixed by phi:
+    phi * g * std(out_class) / std(g) + (1 - phi) * g (Lin et al. 2024, eq. 15-16)."""
+
+    def __init__(self, net, labels: torch.Tensor, null: int, w: float, phi: float, interval: tuple[int, int]) -> None:
+        self.net, self.labels, self.null = net, labels, torch.full_like(labels, null)
+        self.w, self.phi, self.interval = w, phi, interval
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.interval
+        if not lo <= int(t[0]) <= hi:  # every row of a sampler step has the same t
+            return self.net(x, t, self.labels)
+        out_class, out_null = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, self.null])).chunk(2)
+        g = guide(out_class, out_null, self.w)  # (B, C, H, W)
+        if self.phi:
+            ratio = out_class.std(dim=(1, 2, 3), keepdim=True) / g.std(dim=(1, 2, 3), keepdim=True)
+            g = self.phi * g * ratio + (1 - self.phi) * g
+        return g
+
+
+def variant_images(m: Models, sampler, steps: int, labels: torch.Tensor, seed: int, variant: tuple) -> np.ndarray:
+    """Images (N, H, W, C) from the sample stage's per-sample seeds, guided by `GuidanceVariant`."""
+    w, phi, interval = variant
+    shape, out = (m.unet.config["in_channels"], m.unet.config["sample_size"], m.unet.config["sample_size"]), []
+    for start in range(0, len(labels), 250):
+        idx = range(start, min(start + 250, len(labels)))
+        gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
+        sampler.set_timesteps(steps)
+        model = GuidanceVariant(m.unet, labels[start : idx.stop].to(m.device), m.unet.null_class, w, phi, interval)
+        z = sample_loop(model, sampler, (len(idx), *shape), gens, m.device, progress=False)  # (B, z, h, w)
+        out.append(decode_samples(m.vae, z, m.extra["scale_factor"]))
+    return np.concatenate(out)
 
 
 def classify(m: Models, images: np.ndarray, labels: np.ndarray, names: list[str], with_fid: bool = True) -> tuple[dict, np.ndarray]:
@@ -140,14 +188,22 @@ def main() -> None:
     results["reconstructions"] = classify(m, recon, val["labels"], names)[0]
     show("their VAE reconstructions", results["reconstructions"])
     d, labels = m.extra["diffusion"], class_labels(m.unet, None, args.n)
-    for sampler_name, spacing, steps, scales in ROWS:
+    for sampler_name, spacing, steps, eta, scales in ROWS:
         for w in scales:
-            sampler = make_sampler(sampler_name, schedule_of(d), prediction=d["prediction"], spacing=spacing)
+            sampler = make_sampler(sampler_name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=eta)
             images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, args.n, 250, params.seed,
                               m.device, progress=False, labels=labels, guidance_scale=w)  # fmt: skip
-            tag = f"{sampler_name}, {spacing}, {steps} steps, w = {w:g}"
+            tag = f"{sampler_name}{f' eta {eta:g}' if eta else ''}, {spacing}, {steps} steps, w = {w:g}"
             results[tag] = classify(m, images, labels.numpy(), names)[0]
             show(tag, results[tag])
+    cfg = params.sample
+    for variant in VARIANTS:  # item 5, at the sample stage's sampler, spacing and steps
+        sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
+        images = variant_images(m, sampler, cfg.steps, labels, params.seed, variant)
+        w, phi, (lo, hi) = variant
+        tag = f"{cfg.sampler}, {cfg.spacing}, {cfg.steps} steps, w = {w:g}, rescale {phi:g}, guided at t in [{lo}, {hi}]"
+        results[tag] = classify(m, images, labels.numpy(), names)[0]
+        show(tag, results[tag])
     results["partial"] = partial(m, data / "latents/val.safetensors", val, names, args.grid)
     if args.second_evaluator:
         results["second_evaluator"] = second_opinion(m, args.second_evaluator, data / "samples/samples.safetensors", val, names)

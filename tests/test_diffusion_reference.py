@@ -194,23 +194,14 @@ def test_ddim_linspace(name, prediction, n):
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("n", [1, 8, 20])
-def test_dpm_solver_pp(name, prediction, spacing, n):
-    ours = DPMSolverPPSampler(schedule_for(name), prediction=prediction, spacing=spacing)
-    ref = _reference(DPMSolverFloat64, ours.schedule, prediction, algorithm_type="dpmsolver++", solver_order=2,
+@pytest.mark.parametrize("cls, algorithm", [(DPMSolverPPSampler, "dpmsolver++"), (SDEDPMSolverPPSampler, "sde-dpmsolver++")])
+def test_dpm_solver_pp(name, prediction, spacing, n, cls, algorithm):
+    """The ODE solver, and the SDE one with its noise: both sides draw z per row from the same seeds at
+    every step, in float32."""
+    ours = cls(schedule_for(name), prediction=prediction, spacing=spacing)
+    ref = _reference(DPMSolverFloat64, ours.schedule, prediction, algorithm_type=algorithm, solver_order=2,
                      timestep_spacing=spacing)  # fmt: skip
-    compare(ours, ref, n)
-
-
-@pytest.mark.parametrize("name", SCHEDULES)
-@pytest.mark.parametrize("prediction", PREDICTIONS)
-@pytest.mark.parametrize("spacing", SPACINGS)
-@pytest.mark.parametrize("n", [1, 8, 20])
-def test_sde_dpm_solver_pp(name, prediction, spacing, n):
-    """The SDE solver, noise included: both draw z per row from the same seeds at every step, in float32."""
-    ours = SDEDPMSolverPPSampler(schedule_for(name), prediction=prediction, spacing=spacing)
-    ref = _reference(DPMSolverFloat64, ours.schedule, prediction, algorithm_type="sde-dpmsolver++", solver_order=2,
-                     timestep_spacing=spacing)  # fmt: skip
-    compare(ours, ref, n, stochastic=True)
+    compare(ours, ref, n, stochastic=algorithm.startswith("sde"))
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

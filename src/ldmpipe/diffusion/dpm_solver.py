@@ -10,10 +10,10 @@ The grid is the n timesteps followed by a final point with sigma = 0 (alpha = 1,
 last step returns the data prediction; an abar of 0 (zero terminal SNR) is read as 2**-24, as in diffusers.
 The first step has no history and the last has lambda = inf, so both are first order (= DDIM, eta = 0).
 
-The SDE solver (Lu et al. 2022, sec. 5 and appendix; diffusers' ``algorithm_type="sde-dpmsolver++"``)
-integrates the reverse SDE instead of the ODE: each step forgets part of x_s, e^{-2h} of its variance
-on top of the ODE's, and replaces it with fresh noise, so errors of earlier steps are damped rather than
-carried along (Karras et al. 2022, sec. 4), at the ODE's cost of one network pass per step.
+The SDE solver (the same solver on the reverse SDE, as diffusers' ``algorithm_type="sde-dpmsolver++"``)
+keeps e^{-h} times less of x_s than the ODE step, moves the mean further toward the data prediction and
+makes up the variance with fresh noise sigma_t sqrt(1 - e^{-2h}) z: errors of earlier steps are damped
+instead of carried to the end (Karras et al. 2022, sec. 4), at the ODE's cost of one network pass per step.
 """
 
 from __future__ import annotations

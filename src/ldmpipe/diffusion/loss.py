@@ -96,14 +96,15 @@ def diffusion_loss(
         raise ValueError("importance sampling of t needs loss weights (min_snr_gamma): without them p(t) is uniform")
     B, T = x0.shape[0], schedule.num_timesteps
     if timestep_sampling == "uniform":
-        # 1. t ~ Uniform({0, ..., T-1}): (B,) int64
+        # 1. t ~ Uniform({0, ..., T-1}): (B,) int64; Min-SNR-gamma weights (B,) float64, from float64 SNR
         t = shard.randint(T, B, generator)
+        weight = None if min_snr_gamma is None else min_snr_weights(schedule.snr(t), min_snr_gamma, prediction)
     else:
         # 1. t ~ p(t) of the loss weights, drawn for the global batch and sliced: (B,) int64; weights w_t / (T p(t))
         w_all = min_snr_weights(schedule.snr(torch.arange(T)), min_snr_gamma, prediction)  # (T,) float64
         p = timestep_proposal(w_all)
         t = shard.take(torch.multinomial(p, B * shard.world, replacement=True, generator=generator))
-        importance = w_all[t] / (T * p[t])  # (B,) float64
+        weight = w_all[t] / (T * p[t])  # (B,) float64
     # 2. eps ~ N(0, I): (B, C, H, W)
     eps = shard.randn(tuple(x0.shape), generator)
     eps = to_device(eps, x0.device).to(x0.dtype)
@@ -114,10 +115,9 @@ def diffusion_loss(
     pred = model(x_t, to_device(t, x0.device))
     if pred.shape != target.shape:
         raise ValueError(f"model output shape {tuple(pred.shape)} != input shape {tuple(target.shape)}")
-    if min_snr_gamma is None:
+    if weight is None:
         return F.mse_loss(pred.float(), target.float())
-    # 5. Min-SNR-gamma: per-sample weights (B,), from float64 SNR
-    weight = min_snr_weights(schedule.snr(t), min_snr_gamma, prediction) if timestep_sampling == "uniform" else importance
+    # 5. the per-sample weights of step 1
     weight = to_device(weight, x0.device).float()
     per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
     return (weight * per_sample).mean()

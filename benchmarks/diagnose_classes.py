@@ -90,17 +90,16 @@ class GuidanceVariant:
         return g
 
 
-def variant_images(m: Models, sampler, steps: int, labels: torch.Tensor, seed: int, variant: tuple) -> np.ndarray:
-    """Images (N, H, W, C) from the sample stage's per-sample seeds, guided by `GuidanceVariant`."""
-    w, phi, interval = variant
+def guided_images(m: Models, sampler, steps: int, n: int, seed: int, make_model) -> np.ndarray:
+    """Images (N, H, W, C) from the sample stage's per-sample seeds; ``make_model(start, stop)`` gives the
+    ``model(x, t)`` that samples rows start..stop-1 (a guided variant of ``m.unet``)."""
     shape, out = (m.unet.config["in_channels"], m.unet.config["sample_size"], m.unet.config["sample_size"]), []
-    for start in range(0, len(labels), 250):
-        idx = range(start, min(start + 250, len(labels)))
+    for start in range(0, n, 250):
+        idx = range(start, min(start + 250, n))
         gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
         sampler.set_timesteps(steps)
-        model = GuidanceVariant(m.unet, labels[start : idx.stop].to(m.device), m.unet.null_class, w, phi, interval)
-        z = sample_loop(model, sampler, (len(idx), *shape), gens, m.device, progress=False)  # (B, z, h, w)
-        out.append(decode_samples(m.vae, z, m.extra["scale_factor"]))
+        z = sample_loop(make_model(start, idx.stop), sampler, (len(idx), *shape), gens, m.device, progress=False)
+        out.append(decode_samples(m.vae, z, m.extra["scale_factor"]))  # (B, H, W, C)
     return np.concatenate(out)
 
 
@@ -199,8 +198,9 @@ def main() -> None:
     cfg = params.sample
     for variant in VARIANTS:  # item 5, at the sample stage's sampler, spacing and steps
         sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
-        images = variant_images(m, sampler, cfg.steps, labels, params.seed, variant)
         w, phi, (lo, hi) = variant
+        images = guided_images(m, sampler, cfg.steps, args.n, params.seed, lambda a, b: GuidanceVariant(
+            m.unet, labels[a:b].to(m.device), m.unet.null_class, w, phi, (lo, hi)))  # fmt: skip
         tag = f"{cfg.sampler}, {cfg.spacing}, {cfg.steps} steps, w = {w:g}, rescale {phi:g}, guided at t in [{lo}, {hi}]"
         results[tag] = classify(m, images, labels.numpy(), names)[0]
         show(tag, results[tag])

@@ -1,0 +1,140 @@
+"""Autoguidance (Karras et al. 2024): the model guided by an earlier snapshot of its own training run.
+
+    out = out_guide + w (out_model - out_guide)        (their eq. 2, applied to the raw output, as CFG is)
+
+where the guide is the same network and training run stopped early (``train.steps`` 1000 of the default
+3000: the loop's learning rate is constant after warm-up and nothing in it depends on the total, so that
+run's EMA weights are the full run's at step 1000, at no training cost beyond the run itself). It is
+evaluated twice per sampler step, as classifier-free guidance is. Measured here, not the default
+(README: "Is the model sound at every noise level?").
+
+Rows on a finished run under ``--root``:
+- an unconditional model: FID of ``--n`` samples per sampler, spacing and step count, unguided (w = 1)
+  and autoguided (each w in ``--w``), the sample stage's per-sample seeds; the sample stage's own setting
+  again at ``--n-sample`` samples; a grid of the first 64 samples unguided and autoguided;
+- a class model: class accuracy and FID at the sample stage's setting for classifier-free guidance at
+  ``sample.guidance_scale`` alone, autoguidance alone and both (out_class + (w_cfg - 1)(out_class -
+  out_null) + (w - 1)(out_class - out_guide)).
+
+The guide: the stage's own command with a params file that differs in ``train.steps`` only, e.g.
+    sed 's/^  steps: 3000$/  steps: 1000/' params.yaml > guide.yaml   # train.steps (vae.steps has a comment)
+    ldmpipe train-diffusion --params guide.yaml --latents data/latents/train.safetensors
+        [--meta data/prepared/meta.json] --model guide/model.safetensors --live guide/live
+        --val-latents data/latents/val.safetensors --timestep-error guide/te.tsv --timestep-figure guide/te.png
+
+Usage: python benchmarks/autoguidance.py --guide guide/model.safetensors [--root .] [--params params.yaml]
+       [--w 1.5] [--n 500] [--n-sample 1000] [--out benchmarks/results/autoguidance.json] [--tag seed0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnose_classes import classify, guided_images  # run as a script: benchmarks/ is on sys.path
+
+from ldmpipe.config import load_params
+from ldmpipe.diffusion.guidance import guide
+from ldmpipe.generate import class_labels, make_sampler, schedule_of
+from ldmpipe.io import save_image, write_json
+from ldmpipe.metrics import extract
+from ldmpipe.models.checkpoint import load_model
+from ldmpipe.models.unet import UNet
+from ldmpipe.plotting import image_grid
+from ldmpipe.stages.sweep import Models, load
+
+ROWS = [(sampler, spacing, steps) for sampler in ("ddim", "dpm_solver_pp") for spacing in ("leading", "trailing")
+        for steps in (10, 25, 50)]  # the default sweep's rows  # fmt: skip
+
+
+class AutoGuided:
+    """``model(x, t)`` (B, C, H, W) -> (B, C, H, W): the model's output pushed away from its guide's by w;
+    for a class model (``labels`` (B,)), both conditional, plus classifier-free guidance at ``w_cfg``."""
+
+    def __init__(self, net, guide_net, w: float, labels: torch.Tensor | None = None, null: int = 0, w_cfg: float = 1.0):
+        self.net, self.guide_net, self.w, self.labels, self.w_cfg = net, guide_net, w, labels, w_cfg
+        self.null = None if labels is None else torch.full_like(labels, null)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        y = () if self.labels is None else (self.labels,)
+        out = self.net(x, t, *y)
+        guided = guide(out, self.guide_net(x, t, *y), self.w) if self.w != 1.0 else out
+        if self.w_cfg != 1.0:  # classifier-free guidance's term, added (Ho & Salimans 2022, eq. 6)
+            guided = guided + (self.w_cfg - 1.0) * (out - self.net(x, t, self.null))
+        return guided
+
+
+def fid(m: Models, images: np.ndarray) -> float:
+    feats, _ = extract(m.evaluator.features, m.evaluator.head, images, 250, m.device)
+    return float(m.reference.fid(feats))
+
+
+def unconditional(m: Models, guide_net, params, ws: list[float], n: int, n_sample: int, grid: Path) -> dict:
+    d, cfg, out = m.extra["diffusion"], params.sample, {}
+    settings = [(s, sp, k, n) for s, sp, k in ROWS] + [(cfg.sampler, cfg.spacing, cfg.steps, n_sample)]
+    panels = []
+    for name, spacing, steps, count in settings:
+        for w in [1.0, *ws]:
+            sampler = make_sampler(name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=0.0)
+            images = guided_images(m, sampler, steps, count, params.seed, lambda a, b, w=w: AutoGuided(m.unet, guide_net, w))
+            tag = f"{name}, {spacing}, {steps} steps, {count} samples, w = {w:g}"
+            out[tag] = fid(m, images)
+            print(f"{tag}: FID {out[tag]:.3f}", flush=True)
+            if count == n_sample:
+                panels.append(images[:64])
+    rows = [panel[r * 8 : (r + 1) * 8] for r in range(8) for panel in panels]  # each panel an 8 x 8 block
+    save_image(grid, image_grid(np.concatenate(rows), ncol=8 * len(panels)))
+    print(f"wrote {grid} (8 x 8 blocks, left to right: w = {', '.join(f'{w:g}' for w in [1.0, *ws])})")
+    return out
+
+
+def conditional(m: Models, guide_net, params, w: float, n: int, names: list[str]) -> dict:
+    d, cfg, labels = m.extra["diffusion"], params.sample, class_labels(m.unet, params.sample.classes, n)
+    out = {}
+    for w_ag, w_cfg in ((1.0, cfg.guidance_scale), (w, 1.0), (w, cfg.guidance_scale)):
+        sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
+        images = guided_images(m, sampler, cfg.steps, n, params.seed, lambda a, b, w_ag=w_ag, w_cfg=w_cfg: AutoGuided(
+            m.unet, guide_net, w_ag, labels[a:b], m.unet.null_class, w_cfg))  # fmt: skip
+        tag = f"{cfg.sampler}, {cfg.spacing}, {cfg.steps} steps, autoguidance w = {w_ag:g}, CFG w = {w_cfg:g}"
+        out[tag] = classify(m, images, labels.numpy(), names)[0]
+        print(f"{tag}: accuracy {out[tag]['accuracy']:.1%}, FID {out[tag]['fid']:.3f}, "
+              f"per class {out[tag]['per_class']}", flush=True)  # fmt: skip
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=".", type=Path)
+    p.add_argument("--params", type=Path, help="default: ROOT/params.yaml")
+    p.add_argument("--guide", required=True, type=Path, help="EMA weights of the same run stopped early")
+    p.add_argument("--w", default=[1.5], type=float, nargs="+", help="autoguidance scales")
+    p.add_argument("--n", default=500, type=int, help="samples per sweep row and per class-model row")
+    p.add_argument("--n-sample", default=1000, type=int, help="samples of the sample stage's row")
+    p.add_argument("--out", default="benchmarks/results/autoguidance.json", type=Path)
+    p.add_argument("--tag", default="seed0", help="key of this run in --out (other keys are kept)")
+    p.add_argument("--grid", default="benchmarks/results/autoguidance.png", type=Path)
+    args = p.parse_args()
+    data, params = args.root / "data", load_params(args.params or args.root / "params.yaml")
+    m = load(Namespace(diffusion=data / "diffusion/model.safetensors", vae=data / "vae/model.safetensors",
+                       evaluator=data / "evaluator/model.safetensors",
+                       reference=data / "evaluator/reference.safetensors"), params)  # fmt: skip
+    guide_net, _ = load_model(UNet, args.guide, m.device)
+    if guide_net.config != m.unet.config:
+        raise SystemExit(f"{args.guide}: not the same network as {data / 'diffusion/model.safetensors'}")
+    if m.unet.num_classes:
+        names = json.loads((data / "prepared/meta.json").read_text())["classes"]
+        result = conditional(m, guide_net, params, args.w[-1], args.n, names)
+    else:
+        result = unconditional(m, guide_net, params, args.w, args.n, args.n_sample, args.grid)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results[args.tag] = {"guide": str(args.guide), "seed": params.seed, "rows": result}
+    write_json(args.out, results)
+    print(f"wrote {args.out} [{args.tag}]")
+
+
+if __name__ == "__main__":
+    main()

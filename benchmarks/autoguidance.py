@@ -1,6 +1,6 @@
 """Autoguidance (Karras et al. 2024): the model guided by an earlier snapshot of its own training run.
 
-    out = out_guide + w (out_model - out_guide)        (their eq. 2, applied to the raw output, as CFG is)
+    out = out_guide + w (out_model - out_guide)        (on the raw network output, as CFG is)
 
 where the guide is the same network and training run stopped early (``train.steps`` 1000 of the default
 3000: the loop's learning rate is constant after warm-up and nothing in it depends on the total, so that
@@ -23,7 +23,7 @@ The guide: the stage's own command with a params file that differs in ``train.st
         --val-latents data/latents/val.safetensors --timestep-error guide/te.tsv --timestep-figure guide/te.png
 
 Usage: python benchmarks/autoguidance.py --guide guide/model.safetensors [--root .] [--params params.yaml]
-       [--w 1.5] [--n 500] [--n-sample 1000] [--out benchmarks/results/autoguidance.json] [--tag seed0]
+       [--guide-steps 1000] [--w 1.5] [--n 500] [--n-sample 1000] [--out benchmarks/results/autoguidance.json] [--tag seed0]
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def main() -> None:
     p.add_argument("--root", default=".", type=Path)
     p.add_argument("--params", type=Path, help="default: ROOT/params.yaml")
     p.add_argument("--guide", required=True, type=Path, help="EMA weights of the same run stopped early")
+    p.add_argument("--guide-steps", default=1000, type=int, help="the guide's train.steps, recorded in --out")
     p.add_argument("--w", default=[1.5], type=float, nargs="+", help="autoguidance scales")
     p.add_argument("--n", default=500, type=int, help="samples per sweep row and per class-model row")
     p.add_argument("--n-sample", default=1000, type=int, help="samples of the sample stage's row")
@@ -131,7 +132,7 @@ def main() -> None:
     else:
         result = unconditional(m, guide_net, params, args.w, args.n, args.n_sample, args.grid)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[args.tag] = {"guide": str(args.guide), "seed": params.seed, "rows": result}
+    results[args.tag] = {"guide_steps": args.guide_steps, "seed": params.seed, "rows": result}
     write_json(args.out, results)
     print(f"wrote {args.out} [{args.tag}]")
 

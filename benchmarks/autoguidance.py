@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diagnose_classes import classify, guided_images  # run as a script: benchmarks/ is on sys.path
+from diagnose_classes import classify  # run as a script: benchmarks/ is on sys.path
 
 from ldmpipe.config import load_params
 from ldmpipe.diffusion.guidance import guide
-from ldmpipe.generate import class_labels, make_sampler, schedule_of
+from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
 from ldmpipe.io import save_image, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.checkpoint import load_model
@@ -77,14 +77,15 @@ def unconditional(m: Models, guide_net, params, ws: list[float], n: int, n_sampl
     d, cfg, out = m.extra["diffusion"], params.sample, {}
     settings = [(s, sp, k, n) for s, sp, k in ROWS] + [(cfg.sampler, cfg.spacing, cfg.steps, n_sample)]
     panels = []
-    for name, spacing, steps, count in settings:
+    for k, (name, spacing, steps, count) in enumerate(settings):
         for w in [1.0, *ws]:
             sampler = make_sampler(name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=0.0)
-            images = guided_images(m, sampler, steps, count, params.seed, lambda a, b, w=w: AutoGuided(m.unet, guide_net, w))
+            images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, count, 250, params.seed, m.device,
+                              progress=False, make_model=lambda a, b, w=w: AutoGuided(m.unet, guide_net, w))  # fmt: skip
             tag = f"{name}, {spacing}, {steps} steps, {count} samples, w = {w:g}"
             out[tag] = fid(m, images)
             print(f"{tag}: FID {out[tag]:.3f}", flush=True)
-            if count == n_sample:
+            if k == len(settings) - 1:  # the sample stage's row: its grid
                 panels.append(images[:64])
     rows = [panel[r * 8 : (r + 1) * 8] for r in range(8) for panel in panels]  # each panel an 8 x 8 block
     save_image(grid, image_grid(np.concatenate(rows), ncol=8 * len(panels)))
@@ -97,8 +98,9 @@ def conditional(m: Models, guide_net, params, w: float, n: int, names: list[str]
     out = {}
     for w_ag, w_cfg in ((1.0, cfg.guidance_scale), (w, 1.0), (w, cfg.guidance_scale)):
         sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
-        images = guided_images(m, sampler, cfg.steps, n, params.seed, lambda a, b, w_ag=w_ag, w_cfg=w_cfg: AutoGuided(
-            m.unet, guide_net, w_ag, labels[a:b], m.unet.null_class, w_cfg))  # fmt: skip
+        images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, cfg.steps, n, 250, params.seed, m.device,
+                          progress=False, make_model=lambda a, b, w_ag=w_ag, w_cfg=w_cfg: AutoGuided(
+                              m.unet, guide_net, w_ag, labels[a:b], m.unet.null_class, w_cfg))  # fmt: skip
         tag = f"{cfg.sampler}, {cfg.spacing}, {cfg.steps} steps, autoguidance w = {w_ag:g}, CFG w = {w_cfg:g}"
         out[tag] = classify(m, images, labels.numpy(), names)[0]
         print(f"{tag}: accuracy {out[tag]['accuracy']:.1%}, FID {out[tag]['fid']:.3f}, "

@@ -44,9 +44,7 @@ from ldmpipe import runtime
 from ldmpipe.autoencoder_metrics import reconstruct
 from ldmpipe.config import load_params
 from ldmpipe.diffusion.guidance import GuidedModel, guide
-from ldmpipe.diffusion.noise import sample_generators
-from ldmpipe.diffusion.sampling import sample_loop
-from ldmpipe.generate import class_labels, decode_samples, generate, make_sampler, schedule_of
+from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
 from ldmpipe.io import load_arrays, save_image, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.checkpoint import load_model
@@ -88,19 +86,6 @@ class GuidanceVariant:
             ratio = out_class.std(dim=(1, 2, 3), keepdim=True) / g.std(dim=(1, 2, 3), keepdim=True)
             g = self.phi * g * ratio + (1 - self.phi) * g
         return g
-
-
-def guided_images(m: Models, sampler, steps: int, n: int, seed: int, make_model) -> np.ndarray:
-    """Images (N, H, W, C) from the sample stage's per-sample seeds; ``make_model(start, stop)`` gives the
-    ``model(x, t)`` that samples rows start..stop-1 (a guided variant of ``m.unet``)."""
-    shape, out = (m.unet.config["in_channels"], m.unet.config["sample_size"], m.unet.config["sample_size"]), []
-    for start in range(0, n, 250):
-        idx = range(start, min(start + 250, n))
-        gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
-        sampler.set_timesteps(steps)
-        z = sample_loop(make_model(start, idx.stop), sampler, (len(idx), *shape), gens, m.device, progress=False)
-        out.append(decode_samples(m.vae, z, m.extra["scale_factor"]))  # (B, H, W, C)
-    return np.concatenate(out)
 
 
 def classify(m: Models, images: np.ndarray, labels: np.ndarray, names: list[str], with_fid: bool = True) -> tuple[dict, np.ndarray]:
@@ -199,8 +184,9 @@ def main() -> None:
     for variant in VARIANTS:  # item 5, at the sample stage's sampler, spacing and steps
         sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
         w, phi, (lo, hi) = variant
-        images = guided_images(m, sampler, cfg.steps, args.n, params.seed, lambda a, b: GuidanceVariant(
-            m.unet, labels[a:b].to(m.device), m.unet.null_class, w, phi, (lo, hi)))  # fmt: skip
+        images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, cfg.steps, args.n, 250, params.seed, m.device,
+                          progress=False, make_model=lambda a, b: GuidanceVariant(
+                              m.unet, labels[a:b].to(m.device), m.unet.null_class, w, phi, (lo, hi)))  # fmt: skip
         tag = f"{cfg.sampler}, {cfg.spacing}, {cfg.steps} steps, w = {w:g}, rescale {phi:g}, guided at t in [{lo}, {hi}]"
         results[tag] = classify(m, images, labels.numpy(), names)[0]
         show(tag, results[tag])

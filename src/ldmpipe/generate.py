@@ -9,7 +9,7 @@ drawn; from a class-conditional model it is also drawn from its own class, a fun
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -51,10 +51,11 @@ def generate(
     progress: bool = True,
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    make_model: Callable[[int, int], Callable] | None = None,
 ) -> np.ndarray:
     """``n`` images, uint8 (N, H, W, C): `sample_latents`, divided by the scale factor and decoded batch by
     batch (VQ: quantised first)."""
-    batches = sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale)
+    batches = sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale, make_model)
     return np.concatenate([decode_samples(vae, z.to(device), scale_factor) for z in batches])
 
 
@@ -76,19 +77,27 @@ def sample_latents(
     progress: bool = True,
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    make_model: Callable[[int, int], Callable] | None = None,
 ) -> Iterator[torch.Tensor]:
     """The scaled latents (B, z, h, w) of samples 0..n-1, ``batch_size`` at a time; sample i from its own seed.
 
     A class-conditional ``unet`` needs ``labels`` (N,), the class of every sample (`class_labels`), and
-    samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither."""
-    if (labels is None) != (unet.num_classes == 0):
+    samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither.
+    ``make_model(start, stop)``, if given, is the ``model(x, t)`` that samples rows start..stop-1 instead
+    (another guidance of ``unet``, which then takes no ``labels``)."""
+    if make_model is None and (labels is None) != (unet.num_classes == 0):
         raise ValueError("a class-conditional UNet samples with labels (N,), an unconditional one without")
     shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
         gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
         sampler.set_timesteps(steps)
-        model = unet if labels is None else GuidedModel(unet, labels[start : idx.stop], unet.null_class, guidance_scale)
+        if make_model is not None:
+            model = make_model(start, idx.stop)
+        elif labels is None:
+            model = unet
+        else:
+            model = GuidedModel(unet, labels[start : idx.stop], unet.null_class, guidance_scale)
         yield sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
 
 

@@ -2,11 +2,12 @@
 
     out = out_guide + w (out_model - out_guide)        (on the raw network output, as CFG is)
 
-where the guide is the same network and training run stopped early (``train.steps`` 1000 of the default
-3000: the loop's learning rate is constant after warm-up and nothing in it depends on the total, so that
-run's EMA weights are the full run's at step 1000, at no training cost beyond the run itself). It is
-evaluated twice per sampler step, as classifier-free guidance is. Measured here, not the default
-(README: "Is the model sound at every noise level?").
+where the guide is the same network and training run stopped early: the EMA weights after step 1000 of
+the default 3000, which ``train.guide_step`` stores beside the model at no training cost (the loop's
+learning rate is constant after warm-up and nothing in it depends on the total, so they are the weights a
+1000-step run ends with). It is evaluated once more per sampler step. The pipeline runs it with
+``sample.autoguidance``; this script measures it beside the unguided model on one run, and was used to
+choose the guide and w (README: "Is the model sound at every noise level?").
 
 Rows on a finished run under ``--root``:
 - an unconditional model: FID of ``--n`` samples per sampler, spacing and step count, unguided (w = 1)
@@ -16,13 +17,14 @@ Rows on a finished run under ``--root``:
   ``sample.guidance_scale`` alone, autoguidance alone and both (out_class + (w_cfg - 1)(out_class -
   out_null) + (w - 1)(out_class - out_guide)).
 
-The guide: the stage's own command with a params file that differs in ``train.steps`` only, e.g.
+The guide: by default the one stored in the run's model (``-S train.guide_step=1000``); ``--guide`` names
+another, e.g. the stage's own command with a params file that differs in ``train.steps`` only:
     sed 's/^  steps: 3000$/  steps: 1000/' params.yaml > guide.yaml   # train.steps (vae.steps has a comment)
     ldmpipe train-diffusion --params guide.yaml --latents data/latents/train.safetensors
         [--meta data/prepared/meta.json] --model guide/model.safetensors --live guide/live
         --val-latents data/latents/val.safetensors --timestep-error guide/te.tsv --timestep-figure guide/te.png
 
-Usage: python benchmarks/autoguidance.py --guide guide/model.safetensors [--root .] [--params params.yaml]
+Usage: python benchmarks/autoguidance.py [--guide guide/model.safetensors] [--root .] [--params params.yaml]
        [--guide-steps 1000] [--w 1.5] [--n 500] [--n-sample 1000] [--out benchmarks/results/autoguidance.json] [--tag seed0]
 """
 
@@ -34,38 +36,20 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
-import torch
 from diagnose_classes import classify  # run as a script: benchmarks/ is on sys.path
 
 from ldmpipe.config import load_params
-from ldmpipe.diffusion.guidance import guide
+from ldmpipe.diffusion.guidance import AutoGuidedModel
 from ldmpipe.generate import class_labels, generate, make_sampler, schedule_of
 from ldmpipe.io import save_image, write_json
 from ldmpipe.metrics import extract
-from ldmpipe.models.checkpoint import load_model
+from ldmpipe.models.checkpoint import load_guide, load_model
 from ldmpipe.models.unet import UNet
 from ldmpipe.plotting import image_grid
 from ldmpipe.stages.sweep import Models, load
 
 ROWS = [(sampler, spacing, steps) for sampler in ("ddim", "dpm_solver_pp") for spacing in ("leading", "trailing")
         for steps in (10, 25, 50)]  # the default sweep's rows  # fmt: skip
-
-
-class AutoGuided:
-    """``model(x, t)`` (B, C, H, W) -> (B, C, H, W): the model's output pushed away from its guide's by w;
-    for a class model (``labels`` (B,)), both conditional, plus classifier-free guidance at ``w_cfg``."""
-
-    def __init__(self, net, guide_net, w: float, labels: torch.Tensor | None = None, null: int = 0, w_cfg: float = 1.0):
-        self.net, self.guide_net, self.w, self.labels, self.w_cfg = net, guide_net, w, labels, w_cfg
-        self.null = None if labels is None else torch.full_like(labels, null)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        y = () if self.labels is None else (self.labels,)
-        out = self.net(x, t, *y)
-        guided = guide(out, self.guide_net(x, t, *y), self.w) if self.w != 1.0 else out
-        if self.w_cfg != 1.0:  # classifier-free guidance's term, added (Ho & Salimans 2022, eq. 6)
-            guided = guided + (self.w_cfg - 1.0) * (out - self.net(x, t, self.null))
-        return guided
 
 
 def fid(m: Models, images: np.ndarray) -> float:
@@ -81,7 +65,7 @@ def unconditional(m: Models, guide_net, params, ws: list[float], n: int, n_sampl
         for w in [1.0, *ws]:
             sampler = make_sampler(name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=0.0)
             images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, count, 250, params.seed, m.device,
-                              progress=False, make_model=lambda a, b, w=w: AutoGuided(m.unet, guide_net, w))  # fmt: skip
+                              progress=False, make_model=lambda a, b, w=w: AutoGuidedModel(m.unet, guide_net, w))  # fmt: skip
             tag = f"{name}, {spacing}, {steps} steps, {count} samples, w = {w:g}"
             out[tag] = fid(m, images)
             print(f"{tag}: FID {out[tag]:.3f}", flush=True)
@@ -99,7 +83,7 @@ def conditional(m: Models, guide_net, params, w: float, n: int, names: list[str]
     for w_ag, w_cfg in ((1.0, cfg.guidance_scale), (w, 1.0), (w, cfg.guidance_scale)):
         sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, cfg.steps, n, 250, params.seed, m.device,
-                          progress=False, make_model=lambda a, b, w_ag=w_ag, w_cfg=w_cfg: AutoGuided(
+                          progress=False, make_model=lambda a, b, w_ag=w_ag, w_cfg=w_cfg: AutoGuidedModel(
                               m.unet, guide_net, w_ag, labels[a:b], m.unet.null_class, w_cfg))  # fmt: skip
         tag = f"{cfg.sampler}, {cfg.spacing}, {cfg.steps} steps, autoguidance w = {w_ag:g}, CFG w = {w_cfg:g}"
         out[tag] = classify(m, images, labels.numpy(), names)[0]
@@ -112,7 +96,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=".", type=Path)
     p.add_argument("--params", type=Path, help="default: ROOT/params.yaml")
-    p.add_argument("--guide", required=True, type=Path, help="EMA weights of the same run stopped early")
+    p.add_argument("--guide", type=Path, help="EMA weights of the same run stopped early (default: the guide stored "
+                   "in the run's model by train.guide_step)")
     p.add_argument("--guide-steps", default=1000, type=int, help="the guide's train.steps, recorded in --out")
     p.add_argument("--w", default=[1.5], type=float, nargs="+", help="autoguidance scales")
     p.add_argument("--n", default=500, type=int, help="samples per sweep row and per class-model row")
@@ -125,9 +110,12 @@ def main() -> None:
     m = load(Namespace(diffusion=data / "diffusion/model.safetensors", vae=data / "vae/model.safetensors",
                        evaluator=data / "evaluator/model.safetensors",
                        reference=data / "evaluator/reference.safetensors"), params)  # fmt: skip
-    guide_net, _ = load_model(UNet, args.guide, m.device)
+    model = data / "diffusion/model.safetensors"
+    guide_net = load_model(UNet, args.guide, m.device)[0] if args.guide else load_guide(UNet, model, m.device)
+    if guide_net is None:
+        raise SystemExit(f"{model}: holds no guide (train.guide_step null); name one with --guide")
     if guide_net.config != m.unet.config:
-        raise SystemExit(f"{args.guide}: not the same network as {data / 'diffusion/model.safetensors'}")
+        raise SystemExit(f"{args.guide}: not the same network as {model}")
     if m.unet.num_classes:
         names = json.loads((data / "prepared/meta.json").read_text())["classes"]
         result = conditional(m, guide_net, params, args.w[-1], args.n, names)

@@ -149,6 +149,13 @@ CASES = [
     (lambda p: p["sweep"].update(guidance=[1, -3]), "sweep.guidance must be a list whose items are each non-negative"),
     (lambda p: p["diffusion"].update(conditioning="class", cond_drop=0.0),
      "diffusion.cond_drop must be positive when a guidance scale other than 1 is used (sample.guidance_scale or sweep.guidance: 1.5)"),
+    # autoguidance
+    (lambda p: p["train"].update(guide_step=0), "train.guide_step must be a positive integer, got 0"),
+    (lambda p: p["train"].update(guide_step=30),
+     "train.guide_step must be below train.steps (30): the guide is an earlier snapshot of the run, got 30"),
+    (lambda p: p["sample"].update(autoguidance=-1), "sample.autoguidance must be a non-negative number, got -1"),
+    (lambda p: p["sample"].update(autoguidance=1.5),
+     "sample.autoguidance must be 1 (off) when train.guide_step is null (no guide is saved), got 1.5"),
 ]
 
 

@@ -1,7 +1,8 @@
 """A class-conditional model through the whole DAG on the tiny config, with `dvc repro` and `snakemake`.
 
 The conditional run has the guidance sweep and the per-class metrics; both engines write the same bytes;
-`sample.guidance_scale: 1` gives the samples of a loop that never computes the null pass. The sampler
+`sample.guidance_scale: 1` gives the samples of a loop that never computes the null pass; autoguidance
+(`train.guide_step`, `sample.autoguidance`) reaches every sampling stage with its guide. The sampler
 sweep is cut to one entry and a 10-step reference to keep this short (test_e2e.py covers the sweep).
 """
 
@@ -134,3 +135,41 @@ def test_guidance_scale_1_is_a_run_without_the_null_pass(dvc_repo):
     assert np.array_equal(arrays["images"], np.concatenate(images))
     m = json.loads((dvc_repo / "reports/metrics.json").read_text())
     assert float(guidance_rows(dvc_repo)[1]["fid"]) == pytest.approx(m["fid"], rel=1e-5)  # the sweep's w = 1 row
+
+
+def test_autoguidance_through_the_pipeline(dvc_repo):
+    """``train.guide_step`` 20 stores the EMA that a 20-step run ends with beside the weights; at
+    ``sample.autoguidance`` 1.5 every sampling stage runs the guide (one more pass per step) and says so."""
+    import torch
+
+    from ldmpipe.models.checkpoint import load_guide, load_model
+    from ldmpipe.models.unet import UNet
+
+    path = dvc_repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["train"]["guide_step"] = 20
+    params["sample"].update(guidance_scale=1.5, autoguidance=1.5)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = ran_stages(sh("dvc repro", dvc_repo))
+    assert "train_diffusion" in ran and not ran & {"prepare", "train_vae", "encode", "train_evaluator"}
+    model = dvc_repo / "data/diffusion/model.safetensors"
+    unet, extra = load_model(UNet, model)
+    guide = load_guide(UNet, model)
+    assert extra["guide_step"] == 20
+    # the guide is, bit for bit, the model of the same stage stopped at step 20
+    params["train"].update(steps=20, guide_step=None)
+    params["sample"]["autoguidance"] = 1.0  # no guide to sample with: a plain 20-step run
+    (dvc_repo / "short.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("ldmpipe train-diffusion --params short.yaml --latents data/latents/train.safetensors --meta data/prepared/meta.json "
+       "--model short/model.safetensors --live short/live --val-latents data/latents/val.safetensors "
+       "--timestep-error short/te.tsv --timestep-figure short/te.png", dvc_repo)  # fmt: skip
+    short, _ = load_model(UNet, dvc_repo / "short/model.safetensors")
+    assert all(torch.equal(guide.state_dict()[k], v) for k, v in short.state_dict().items())
+    assert not torch.equal(guide.state_dict()["out.2.weight"], unet.state_dict()["out.2.weight"])
+    m = json.loads((dvc_repo / "reports/metrics.json").read_text())
+    assert (m["autoguidance"], m["guide_step"], m["nfe"]) == (1.5, 20, 3 * 5)  # class, null and guide passes
+    assert [int(r["nfe"]) for r in guidance_rows(dvc_repo)] == [10, 10, 15]  # w = 0 and 1: one model pass
+    assert float(guidance_rows(dvc_repo)[2]["fid"]) == pytest.approx(m["fid"], rel=1e-5)
+    sweep = list(csv.DictReader((dvc_repo / "reports/sweep.csv").read_text().splitlines()))
+    assert [int(r["nfe"]) for r in sweep] == [6, 12, 30] and all("autoguidance 1.5" in r["label"] for r in sweep)
+    assert "and autoguidance at w_g = 1.5 (guide: the EMA at step 20) (15 NFE" in (dvc_repo / "reports/report.md").read_text()

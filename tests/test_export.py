@@ -8,6 +8,7 @@ test_pretrained_vae.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -62,7 +63,7 @@ def random_vae(kind: str) -> AutoencoderKL | AutoencoderVQ:
 
 def sample_cfg(sampler: str = "ddim", steps: int = 5, spacing: str = "leading", eta: float = 0.0) -> SampleConfig:
     return SampleConfig(sampler=sampler, steps=steps, spacing=spacing, eta=eta, n_samples=3, batch_size=3, grid_size=3,
-                        guidance_scale=1.0, classes=None)  # fmt: skip
+                        guidance_scale=1.0, autoguidance=1.0, classes=None)  # fmt: skip
 
 
 def ours(unet: UNet, vae, cfg: SampleConfig, diffusion: dict = DIFFUSION) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -184,6 +185,10 @@ def test_export_refuses_and_replaces(tmp_path, checkpoints):
     with pytest.raises(ArtifactError, match="8 latent channels are not the 4 input channels"):
         export_pipeline(checkpoints["unet"], tmp_path / "wide.safetensors", tmp_path / "other", cfg)
     assert not (tmp_path / "other").exists()
+    # autoguidance needs a second network, which the pipeline does not run: refused, naming the key
+    with pytest.raises(ConfigError, match="sample.autoguidance must be 1 to export: the diffusers pipeline runs no guide"):
+        export_pipeline(checkpoints["unet"], checkpoints["kl"], tmp_path / "other", dataclasses.replace(cfg, autoguidance=1.5))
+    assert not (tmp_path / "other").exists()
 
 
 def test_known_differences_are_named():
@@ -253,7 +258,7 @@ def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch, scale_shi
     save_model(unet, ckpt, extra={"scale_factor": SCALE, "diffusion": DIFFUSION, "classes": ["a", "b", "c"]})
     save_model(random_vae("kl"), vae_path)
     cfg = SampleConfig(sampler="ddim", steps=5, spacing="leading", eta=0.0, n_samples=3, batch_size=3, grid_size=3,
-                       guidance_scale=2.0, classes=None)  # fmt: skip
+                       guidance_scale=2.0, autoguidance=1.0, classes=None)  # fmt: skip
     export_pipeline(ckpt, vae_path, tmp_path / "pipe", cfg)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -1,4 +1,5 @@
-"""Classifier-free guidance: the formula for every prediction type, the doubled batch, label dropout, classes."""
+"""Classifier-free guidance and autoguidance: the formulas for every prediction type, the doubled batch, the
+network passes, label dropout, classes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from ldmpipe.diffusion import PREDICTIONS, NoiseSchedule, predict_eps, predict_x0, sample_generators, training_target
 from ldmpipe.diffusion.ddim import DDIMSampler
-from ldmpipe.diffusion.guidance import GuidedModel, drop_labels, guide, passes, sample_classes
+from ldmpipe.diffusion.guidance import AutoGuidedModel, GuidedModel, drop_labels, guide, model_passes, passes, sample_classes
 from ldmpipe.diffusion.sampling import sample_loop
 from ldmpipe.models.unet import UNet
 
@@ -99,6 +100,54 @@ def test_w_1_never_runs_the_null_class_and_w_0_only_it():
     GuidedModel(spy, labels, NULL, 0.0)(x, t)
     assert spy.calls == [(3, [NULL] * 3)]
     assert [passes(w) for w in (0.0, 1.0, 0.5, 1.5, 7.0)] == [1, 1, 2, 2, 2]
+
+
+def guide_net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """A made-up weaker network (the guide): another function of the same inputs."""
+    cls = 0.0 if y is None else 0.2 * y.to(x.dtype).reshape(-1, 1, 1, 1)
+    return 0.3 * x + cls + 0.02 * torch.sin(x)
+
+
+class GuideSpy(Spy):
+    def __call__(self, x, t, y=None):
+        self.calls.append((len(x), None if y is None else y.tolist()))
+        return guide_net(x, t, y)
+
+
+def test_autoguidance_of_an_unconditional_model():
+    """out = out_guide + w_g (out - out_guide) (Karras et al. 2024, eq. 1); at w_g = 1 the guide never runs."""
+    x, t = torch.randn(3, 2, 4, 4), torch.tensor([9, 9, 9])
+    net = lambda x, t: eps_net(x, t, torch.zeros(len(x), dtype=torch.long))  # noqa: E731
+    spy = GuideSpy()
+    out = AutoGuidedModel(net, spy, 1.7)(x, t)
+    torch.testing.assert_close(out, guide_net(x, t) + 1.7 * (net(x, t) - guide_net(x, t)), rtol=0, atol=1e-6)
+    assert spy.calls == [(3, None)] and AutoGuidedModel(net, spy, 1.7).passes == 2
+    spy = GuideSpy()
+    assert torch.equal(AutoGuidedModel(net, spy, 1.0)(x, t), net(x, t)) and spy.calls == []
+
+
+@pytest.mark.parametrize("w", [0.0, 1.0, 2.5])
+def test_autoguidance_with_classifier_free_guidance(w):
+    """Both guidances: out_guide + w_g (out_class - out_guide) + (w - 1)(out_class - out_null), the guide given
+    the model's class (the null class at w = 0); the model's passes stay one doubled forward."""
+    x, t, labels, w_g = torch.randn(3, 2, 4, 4), torch.tensor([4, 4, 4]), torch.tensor([2, 0, 1]), 1.6
+    spy, guide_spy = Spy(), GuideSpy()
+    model = AutoGuidedModel(spy, guide_spy, w_g, labels, NULL, w)
+    out = model(x, t)
+    y = torch.full_like(labels, NULL) if w == 0.0 else labels
+    c, u, g = eps_net(x, t, y), eps_net(x, t, torch.full_like(labels, NULL)), guide_net(x, t, y)
+    torch.testing.assert_close(out, g + w_g * (c - g) + (w - 1.0) * (c - u), rtol=0, atol=1e-5)
+    assert guide_spy.calls == [(3, y.tolist())]
+    assert spy.calls == ([(6, [2, 0, 1] + [NULL] * 3)] if w == 2.5 else [(3, y.tolist())])
+    assert model.passes == len(spy.calls) + (spy.calls[0][0] == 6) + 1
+    spy = Spy()  # w_g = 1: classifier-free guidance alone, bit for bit
+    assert torch.equal(AutoGuidedModel(spy, guide_spy, 1.0, labels, NULL, w)(x, t), GuidedModel(eps_net, labels, NULL, w)(x, t))
+
+
+def test_network_passes_per_step():
+    assert [model_passes(False, 1.0, g) for g in (1.0, 0.0, 2.0)] == [1, 2, 2]
+    assert [model_passes(True, w, 1.0) for w in (0.0, 1.0, 1.5)] == [1, 1, 2]
+    assert [model_passes(True, w, 1.5) for w in (0.0, 1.0, 1.5)] == [2, 2, 3]
 
 
 def test_label_dropout_rate():

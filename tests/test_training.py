@@ -8,7 +8,7 @@ import torch
 from ldmpipe.training import EMA, NonFiniteLossError, TrainSettings, batch_indices, train_loop
 
 
-def fit(seed: int, steps: int = 20, lr: float = 1e-2, ema: float | None = 0.9):
+def fit(seed: int, steps: int = 20, lr: float = 1e-2, ema: float | None = 0.9, snapshot: int | None = None, ckpt=None):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.SiLU(), torch.nn.Linear(16, 1))
     gen = torch.Generator().manual_seed(seed)
@@ -21,8 +21,10 @@ def fit(seed: int, steps: int = 20, lr: float = 1e-2, ema: float | None = 0.9):
         return loss, {"loss": loss.item()}
 
     logs = []
-    out = train_loop(model, loss_fn, TrainSettings(steps=steps, lr=lr, warmup_steps=5, grad_clip=1.0, ema_decay=ema,
-                                                   log_every=5), log=lambda s, m: logs.append((s, m)))  # fmt: skip
+    settings = TrainSettings(steps=steps, lr=lr, warmup_steps=5, grad_clip=1.0, ema_decay=ema, log_every=5,
+                             ema_snapshot_step=snapshot)  # fmt: skip
+    out = train_loop(model, loss_fn, settings, log=lambda s, m: logs.append((s, m)), checkpointing=ckpt,
+                     extra_state={"generator": gen, "batches": batches})  # fmt: skip
     return model, out, logs
 
 
@@ -34,6 +36,26 @@ def test_same_seed_same_weights():
         assert torch.equal(p, q)
     assert la == lb and [s for s, _ in la] == [5, 10, 15, 20]
     assert not torch.equal(next(fit(1)[0].parameters()), next(a.parameters()))
+
+
+def test_ema_snapshot_is_the_shorter_runs_ema_and_survives_a_resume(tmp_path):
+    """Autoguidance's guide: the EMA kept after step 8 of 20 is, bit for bit, the EMA a run of 8 steps ends
+    with, and a run resumed from a state saved after that step ends with the same snapshot and weights."""
+    from ldmpipe.training.resume import Checkpointing
+
+    _, full, _ = fit(0, steps=20, snapshot=8)
+    _, short, _ = fit(0, steps=8)
+    assert full.snapshot.keys() == short.model.state_dict().keys()
+    assert all(torch.equal(full.snapshot[k], v) for k, v in short.model.state_dict().items())
+    assert not torch.equal(full.snapshot["0.weight"], full.model.state_dict()["0.weight"])
+    assert fit(0, steps=20)[1].snapshot is None  # no snapshot unless asked for
+    ckpt = Checkpointing(tmp_path / "state.pt", 10)
+    fit(0, steps=12, snapshot=8, ckpt=ckpt)  # leaves its state at step 10, the snapshot in it
+    _, resumed, _ = fit(0, steps=20, snapshot=8, ckpt=ckpt)  # resumes at 10: the snapshot comes from the file
+    assert all(torch.equal(resumed.snapshot[k], v) for k, v in full.snapshot.items())
+    assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in full.model.state_dict().items())
+    with pytest.raises(ValueError, match="EMA snapshot"):
+        fit(0, steps=20, snapshot=21)
 
 
 def test_ema_is_the_warmed_up_average():

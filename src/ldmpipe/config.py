@@ -163,6 +163,7 @@ class TrainConfig:
     checkpoint_every: int = spec(non_negative)
     bf16: bool = spec()
     nproc: int = spec(positive)
+    guide_step: int | None = spec(positive)  # keep the EMA weights at this step as autoguidance's guide (None: no guide)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class SampleConfig:
     batch_size: int = spec(positive)
     grid_size: int = spec(positive)
     guidance_scale: float = spec(non_negative)  # w: out = out_null + w (out_class - out_null); class models only
+    autoguidance: float = spec(non_negative)  # w_g: out = out_guide + w_g (out - out_guide); 1: off (no guide pass)
     classes: tuple[int, ...] | None = spec(each(non_negative))  # class indices to draw (None: all, balanced)
 
 
@@ -399,7 +401,8 @@ def check_consistency(p: Params) -> None:
 
 
 def check_conditioning(p: Params) -> None:
-    """Class conditioning and classifier-free guidance (Ho & Salimans 2022): the keys that must agree."""
+    """Class conditioning, classifier-free guidance (Ho & Salimans 2022) and autoguidance (Karras et al.
+    2024): the keys that must agree."""
     classes = p.sample.classes
     if classes is not None and p.diffusion.conditioning == "none":
         raise ConfigError(
@@ -414,6 +417,13 @@ def check_conditioning(p: Params) -> None:
             f"diffusion.cond_drop must be positive when a guidance scale other than 1 is used (sample.guidance_scale "
             f"or sweep.guidance: {guided[0]:g}), else the null class is never trained, got 0.0"
         )
+    step = p.train.guide_step
+    if step is not None and step >= p.train.steps:
+        raise ConfigError(f"train.guide_step must be below train.steps ({p.train.steps}): the guide is an earlier "
+                          f"snapshot of the run, got {step}")  # fmt: skip
+    if p.sample.autoguidance != 1.0 and step is None:
+        raise ConfigError(f"sample.autoguidance must be 1 (off) when train.guide_step is null (no guide is saved), "
+                          f"got {p.sample.autoguidance:g}")  # fmt: skip
 
 
 def check_paths(p: Params) -> None:

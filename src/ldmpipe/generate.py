@@ -3,7 +3,8 @@
 Shared by the ``sample``, ``sweep`` and ``guidance_sweep`` stages.  Sample i starts from its own seed
 (derived from the global seed and i), so it does not depend on the batch size or on how many are
 drawn; from a class-conditional model it is also drawn from its own class, a function of i alone
-(`guidance.sample_classes`), with classifier-free guidance at scale w (`guidance.GuidedModel`).
+(`guidance.sample_classes`), with classifier-free guidance at scale w (`guidance.GuidedModel`). With a
+``guide`` network and ``autoguidance`` w_g != 1 either kind is also autoguided (`guidance.AutoGuidedModel`).
 ``trajectory`` replays the first samples and shows x_t and the predicted x0 along the way.
 """
 
@@ -17,13 +18,15 @@ import torch
 from . import runtime
 from .config import ConfigError
 from .diffusion import SAMPLERS
-from .diffusion.guidance import GuidedModel, passes, sample_classes
+from .diffusion.guidance import AutoGuidedModel, GuidedModel, model_passes, sample_classes
 from .diffusion.noise import sample_generators
 from .diffusion.parameterization import predict_x0
 from .diffusion.sampling import sample_loop
 from .diffusion.schedule import NoiseSchedule
 from .images import to_uint8
+from .io import ArtifactError
 from .models.autoencoder import Autoencoder
+from .models.checkpoint import load_guide
 from .models.unet import UNet
 
 
@@ -52,10 +55,13 @@ def generate(
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     make_model: Callable[[int, int], Callable] | None = None,
+    guide: UNet | None = None,
+    autoguidance: float = 1.0,
 ) -> np.ndarray:
     """``n`` images, uint8 (N, H, W, C): `sample_latents`, divided by the scale factor and decoded batch by
     batch (VQ: quantised first)."""
-    batches = sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale, make_model)
+    batches = sample_latents(unet, sampler, steps, n, batch_size, seed, device, progress, labels, guidance_scale,
+                             make_model, guide, autoguidance)  # fmt: skip
     return np.concatenate([decode_samples(vae, z.to(device), scale_factor) for z in batches])
 
 
@@ -78,11 +84,14 @@ def sample_latents(
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     make_model: Callable[[int, int], Callable] | None = None,
+    guide: UNet | None = None,
+    autoguidance: float = 1.0,
 ) -> Iterator[torch.Tensor]:
     """The scaled latents (B, z, h, w) of samples 0..n-1, ``batch_size`` at a time; sample i from its own seed.
 
     A class-conditional ``unet`` needs ``labels`` (N,), the class of every sample (`class_labels`), and
-    samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither.
+    samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither. At
+    ``autoguidance`` w_g != 1 both are also guided by ``guide`` (`sampling_model`).
     ``make_model(start, stop)``, if given, is the ``model(x, t)`` that samples rows start..stop-1 instead
     (another guidance of ``unet``, which then takes no ``labels``)."""
     if make_model is None and (labels is None) != (unet.num_classes == 0):
@@ -94,11 +103,33 @@ def sample_latents(
         sampler.set_timesteps(steps)
         if make_model is not None:
             model = make_model(start, idx.stop)
-        elif labels is None:
-            model = unet
         else:
-            model = GuidedModel(unet, labels[start : idx.stop], unet.null_class, guidance_scale)
+            rows = None if labels is None else labels[start : idx.stop]
+            model = sampling_model(unet, rows, guidance_scale, guide, autoguidance)
         yield sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
+
+
+def sampling_model(unet: UNet, labels: torch.Tensor | None, guidance_scale: float, guide: UNet | None,
+                   autoguidance: float) -> Callable:  # fmt: skip
+    """``model(x, t)`` for ``sample_loop``: the UNet itself (unconditional), guided by classifier-free
+    guidance (a class model: its rows' ``labels`` (B,)), and autoguided by ``guide`` at w_g != 1."""
+    if autoguidance != 1.0:
+        if guide is None:
+            raise ValueError("autoguidance needs the guide network")
+        return AutoGuidedModel(unet, guide, autoguidance, labels, unet.null_class if labels is not None else 0, guidance_scale)
+    return unet if labels is None else GuidedModel(unet, labels, unet.null_class, guidance_scale)
+
+
+def guide_for(path, autoguidance: float, device: torch.device | str) -> UNet | None:
+    """The autoguidance guide stored in the UNet checkpoint at ``path`` when ``autoguidance`` != 1 (else
+    None, nothing read); a checkpoint without one is refused, naming the file and the key."""
+    if autoguidance == 1.0:
+        return None
+    guide = load_guide(UNet, path, device)
+    if guide is None:
+        raise ArtifactError(f"{path}: holds no autoguidance guide (trained with train.guide_step null), but "
+                            f"sample.autoguidance is {autoguidance:g}")  # fmt: skip
+    return guide
 
 
 def class_labels(unet: UNet, classes: tuple[int, ...] | None, n: int) -> torch.Tensor | None:
@@ -112,9 +143,10 @@ def class_labels(unet: UNet, classes: tuple[int, ...] | None, n: int) -> torch.T
     return sample_classes(range(n), drawn)
 
 
-def nfe(sampler, unet: UNet, guidance_scale: float) -> int:
-    """Network evaluations per sample: the sampler's, times the passes per step of a guided class model."""
-    return sampler.nfe * (passes(guidance_scale) if unet.num_classes else 1)
+def nfe(sampler, unet: UNet, guidance_scale: float, autoguidance: float = 1.0) -> int:
+    """Network evaluations per sample: the sampler's, times the passes per step (classifier-free guidance of
+    a class model: 2 unless w is 0 or 1; autoguidance: one more)."""
+    return sampler.nfe * model_passes(unet.num_classes > 0, guidance_scale, autoguidance)
 
 
 def trajectory(
@@ -129,6 +161,8 @@ def trajectory(
     device: torch.device | str = "cpu",
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    guide: UNet | None = None,
+    autoguidance: float = 1.0,
 ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     """The reverse process of the first ``n`` samples (their own seeds, as in ``generate``), seen at
     ``columns`` network evaluations evenly spaced from the first to the last: the network's input x_t
@@ -136,7 +170,7 @@ def trajectory(
 
     Returns ([(evaluation index, t)] of the K columns, x_t images uint8 (n, K, H, W, C), x̂0 images
     (n, K, H, W, C)); the last x̂0 is (nearly) the sample itself. A class model samples as in ``generate``
-    (``labels`` of all samples, the first n used; x̂0 from the guided output)."""
+    (``labels`` of all samples, the first n used; x̂0 from the guided output), autoguided as there."""
     sampler.set_timesteps(steps)
     keep = sorted({int(round(float(i))) for i in np.linspace(0, sampler.nfe - 1, min(columns, sampler.nfe))})
     abar, seen = sampler.schedule.alphas_cumprod, {}
@@ -147,7 +181,7 @@ def trajectory(
 
     shape = (n, unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
     gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in range(n)])
-    model = unet if labels is None else GuidedModel(unet, labels[:n], unet.null_class, guidance_scale)
+    model = sampling_model(unet, None if labels is None else labels[:n], guidance_scale, guide, autoguidance)
     sample_loop(model, sampler, shape, gens, device, progress=False, callback=record)
 
     def decoded(k: int) -> np.ndarray:  # column by column: (n, z, h, w) -> uint8 (n, H, W, C); stacked (n, K, H, W, C)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Sampler": "base",
     "diffusion_loss": "loss",
     "epsilon_loss": "loss",
+    "AutoGuidedModel": "guidance",
     "GuidedModel": "guidance",
     "drop_labels": "guidance",
     "guide": "guidance",

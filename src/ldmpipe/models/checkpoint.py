@@ -2,6 +2,9 @@
 
 Loading never unpickles anything: the config is JSON, the tensors are raw bytes.  A file whose
 tensors do not fit the config is refused with an error that names the file and the config.
+
+A diffusion checkpoint may carry a second set of weights for the same network under ``guide/``: the
+guide of autoguidance (an earlier EMA snapshot of the same run), read by `load_guide`.
 """
 
 from __future__ import annotations
@@ -17,11 +20,18 @@ from ..io import ArtifactError, atomic_path, pack_metadata, unpack_metadata
 M = TypeVar("M", bound=nn.Module)
 
 
-def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> None:
-    """Write ``model.state_dict()`` and ``model.config`` (plus ``extra`` metadata) atomically."""
+GUIDE = "guide/"  # the prefix of the guide's tensors
+
+
+def save_model(model: nn.Module, path: str | Path, extra: dict | None = None, guide: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model.state_dict()`` and ``model.config`` (plus ``extra`` metadata) atomically; ``guide``,
+    a state dict of the same network, goes beside the weights under ``guide/``."""
     from safetensors.torch import save_file
 
+    if guide is not None and guide.keys() != model.state_dict().keys():
+        raise ValueError("the guide's state dict must have the model's keys")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state.update({GUIDE + k: v.detach().to("cpu").contiguous() for k, v in (guide or {}).items()})
     meta = {"class": type(model).__name__, "config": model.config, "extra": extra or {}}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=pack_metadata(meta))
@@ -35,18 +45,33 @@ def load_model(
     ``cls`` may be a tuple of classes: the one named in the file's metadata is built, any other
     class name is refused (never looked up elsewhere).
     """
-    classes = cls if isinstance(cls, tuple) else (cls,)
+    path, classes = Path(path), cls if isinstance(cls, tuple) else (cls,)
+    meta, state = _read(path)
+    return _build(classes, path, meta, {k: v for k, v in state.items() if not k.startswith(GUIDE)}, device)
+
+
+def load_guide(cls: type[M], path: str | Path, device: torch.device | str = "cpu") -> M | None:
+    """The guide network stored beside a checkpoint's weights (``save_model(..., guide=...)``), or None
+    if the file has none."""
+    path = Path(path)
+    meta, state = _read(path)
+    guide = {k[len(GUIDE) :]: v for k, v in state.items() if k.startswith(GUIDE)}
+    return _build((cls,), path, meta, guide, device)[0] if guide else None
+
+
+def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors import safe_open
 
-    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = unpack_metadata(f.metadata())
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            return unpack_metadata(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     except FileNotFoundError:
         raise ArtifactError(f"{path}: checkpoint not found") from None
     except Exception as e:
         raise ArtifactError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+
+
+def _build(classes: tuple[type[M], ...], path: Path, meta: dict, state: dict, device) -> tuple[M, dict]:
     known = {c.__name__: c for c in classes}
     if meta.get("class") not in known or "config" not in meta:
         names = list(known)

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     if "labels" in sample_arrays:  # samples of a class model
         metrics.update(conditional_metrics(extractor, ref, sample_arrays, sample_meta, real_arrays, args.val, params, device))
         line += f", class accuracy {metrics['class_accuracy']:.4f} (real: {metrics['class_accuracy_real']:.4f})"
+    if "autoguidance" in sample_meta:  # autoguided samples: how, beside the figures
+        metrics.update({k: sample_meta[k] for k in ("autoguidance", "guide_step", "nfe")})
     # 2. the FID Inception network beside it, against its own features of the val split
     if inception is not None:
         ref = Reference.from_features(inception(load_arrays(args.val)[0]["images"], cfg.batch_size, device)[0])

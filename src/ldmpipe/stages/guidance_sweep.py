@@ -4,7 +4,8 @@ Classifier-free guidance trades diversity for fidelity to the class (Ho & Salima
 grows, samples look more like their class and less like each other, so class accuracy rises while FID
 first falls, then rises again.  Every w in ``sweep.guidance`` samples as the ``sample`` stage does (its
 sampler, steps, ``n_samples``, batch size, seeds and classes), so the row at ``sample.guidance_scale`` is
-the ``evaluate`` stage's FID and class accuracy, and every FID here is at the same n as that one.  An
+the ``evaluate`` stage's FID and class accuracy, and every FID here is at the same n as that one
+(autoguided too when ``sample.autoguidance`` != 1).  An
 unconditional model has nothing to guide: the table is then empty and both pictures say so.
 """
 
@@ -46,9 +47,10 @@ def measure(m: Models, params: Params) -> tuple[list[dict], list]:
     rows, panels = [], []
     for w in params.sweep.guidance:
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, cfg.steps, cfg.n_samples, cfg.batch_size,
-                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w)  # fmt: skip
+                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w, guide=m.guide,
+                          autoguidance=cfg.autoguidance)  # fmt: skip
         feats, probs = extract(m.evaluator.features, m.evaluator.head, images, cfg.batch_size, m.device)
-        row = {"guidance_scale": w, "nfe": nfe(sampler, m.unet, w), "fid": m.reference.fid(feats),
+        row = {"guidance_scale": w, "nfe": nfe(sampler, m.unet, w, cfg.autoguidance), "fid": m.reference.fid(feats),
                "class_accuracy": class_accuracy(probs, labels.numpy()),
                "is_mean": inception_score(probs, params.evaluate.is_splits)[0]}  # fmt: skip
         rows.append(row)

@@ -191,6 +191,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
     if "class_accuracy" in m:  # a class model's grid: one row per class
         names = ", ".join(drawn_classes(m, meta["classes"]))
         captions["sample"] = captions["sample"][:-1] + f", guidance scale {m['guidance_scale']:g}; one row per class: {names})"
+    if "autoguidance" in m:  # Karras et al. 2024: guided by the run's own EMA at an earlier step
+        captions["sample"] = (captions["sample"][:-1] + f", autoguidance {m['autoguidance']:g} by the EMA weights at "
+                              f"step {m['guide_step']}, {m['nfe']} NFE)")  # fmt: skip
     def show(paths: list[str]) -> str:
         return "\n\n".join(
             f"**{next((v for k, v in captions.items() if k in Path(p).stem), Path(p).stem)}**\n\n![{Path(p).stem}]({rel(p)})"

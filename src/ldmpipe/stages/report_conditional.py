@@ -36,14 +36,23 @@ def class_section(m: dict, classes: list[str]) -> str:
             for name in drawn_classes(m, classes)]  # fmt: skip
     return f"""## Classes
 
-Class-conditional model, sampled with classifier-free guidance at w = {m['guidance_scale']:g} ({m['nfe']} NFE per
-sample: {'one network pass' if m['guidance_scale'] in (0, 1) else 'two network passes'} per step).
+Class-conditional model, sampled with classifier-free guidance at w = {m['guidance_scale']:g}{_autoguided(m)} ({m['nfe']} NFE per
+sample: {_passes(m)} per step).
 **Class accuracy** {m['class_accuracy']:.2%}: the fraction of samples the evaluator classifies as the class they
 were asked for; its ceiling, the evaluator's accuracy on the real validation images of those classes, is
 {m['class_accuracy_real']:.2%}. Per-class FID compares a class's samples with its own validation images; it is
 biased upwards at these small n, so read it beside its floor (held-out real images of the class, same n).
 
 {_table(rows, ("class", "samples", "class accuracy ↑", "FID ↓", "floor (real, same n)"))}"""
+
+
+def _passes(m: dict) -> str:
+    n = (1 if m["guidance_scale"] in (0, 1) else 2) + ("autoguidance" in m)
+    return {1: "one network pass", 2: "two network passes", 3: "three network passes"}[n]
+
+
+def _autoguided(m: dict) -> str:
+    return f" and autoguidance at w_g = {m['autoguidance']:g} (guide: the EMA at step {m['guide_step']})" if "autoguidance" in m else ""
 
 
 def guidance_section(csv_path: str, figure: str, grid: str, rel: Callable[[str], str], params: Params) -> str:

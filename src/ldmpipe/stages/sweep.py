@@ -6,8 +6,8 @@ and spacings are compared on common random numbers, and every row's small grid s
 ``sweep.grid_size`` images.  Wall time differs between runs by nature, so it goes to the uncached
 ``--timing`` file only: the rows (``--out``) and the grids are the same bytes run after run.
 ``sweep_reference`` (DDPM with all T steps) measures its row with the same functions.  A class model
-samples as the ``sample`` stage does (``sample.classes``, ``sample.guidance_scale``); NFE then counts
-both passes of guidance.
+samples as the ``sample`` stage does (``sample.classes``, ``sample.guidance_scale``), and so does an
+autoguided one (``sample.autoguidance``); NFE then counts every network pass.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .. import runtime
 from ..config import Params
 from ..constants import SAMPLERS, SPACINGS
 from ..evaluation import Reference
-from ..generate import class_labels, generate, make_sampler, nfe, schedule_of
+from ..generate import class_labels, generate, guide_for, make_sampler, nfe, schedule_of
 from ..io import load_arrays, save_image, write_json
 from ..metrics import extract, inception_score
 from ..models.autoencoder import Autoencoder, load_autoencoder
@@ -60,6 +60,7 @@ class Models:
     evaluator: Classifier
     reference: Reference
     device: torch.device
+    guide: UNet | None = None  # autoguidance's guide, loaded when sample.autoguidance != 1
 
 
 def load(args: argparse.Namespace, params: Params) -> Models:
@@ -67,7 +68,8 @@ def load(args: argparse.Namespace, params: Params) -> Models:
     unet, extra = load_model(UNet, args.diffusion, device)
     vae = load_autoencoder(args.vae, device)
     evaluator, _ = load_model(Classifier, args.evaluator, device)
-    return Models(unet, extra, vae, evaluator, Reference(**load_arrays(args.reference)[0]), device)
+    guide = guide_for(args.diffusion, params.sample.autoguidance, device)
+    return Models(unet, extra, vae, evaluator, Reference(**load_arrays(args.reference)[0]), device, guide)
 
 
 def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_list: tuple[int, ...],
@@ -77,15 +79,17 @@ def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_li
     sampler = make_sampler(sampler_name, schedule_of(d), prediction=d["prediction"], spacing=spacing, eta=params.sample.eta)
     rows, panels, timing = [], [], {}
     labels, w = class_labels(m.unet, params.sample.classes, cfg.n_samples), params.sample.guidance_scale
+    w_g = params.sample.autoguidance
     for steps in steps_list:
         start = time.perf_counter()
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, cfg.n_samples, cfg.batch_size,
-                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w)  # (N, H, W, C) uint8; fmt: skip
+                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w, guide=m.guide,
+                          autoguidance=w_g)  # (N, H, W, C) uint8; fmt: skip
         seconds = time.perf_counter() - start
         feats, probs = extract(m.evaluator.features, m.evaluator.head, images, cfg.batch_size, m.device)
         fid = m.reference.fid(feats)
         is_mean, _ = inception_score(probs, params.evaluate.is_splits)
-        n = nfe(sampler, m.unet, w)
+        n = nfe(sampler, m.unet, w, w_g)
         rows.append({"sampler": sampler_name, "spacing": spacing, "steps": steps, "nfe": n, "fid": fid,
                      "is_mean": is_mean, "reference": reference, "label": label})  # fmt: skip
         text = [f"{steps} steps, {n} NFE", f"FID {fid:.2f}, IS {is_mean:.2f}"]
@@ -93,6 +97,11 @@ def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_li
         timing[f"seconds_{steps}_steps"] = round(seconds, 3)
         print(f"sweep: {label}: {steps:4d} steps, {n:4d} NFE: FID {fid:8.3f}, IS {is_mean:.3f} ({seconds:.1f} s)")
     return rows, panels, timing
+
+
+def autoguided(params: Params) -> str:
+    """The label's suffix for rows sampled with autoguidance (empty without)."""
+    return f", autoguidance {params.sample.autoguidance:g}" if params.sample.autoguidance != 1.0 else ""
 
 
 def write(args: argparse.Namespace, rows: list[dict], panels: list, timing: dict[str, float]) -> None:
@@ -104,5 +113,5 @@ def write(args: argparse.Namespace, rows: list[dict], panels: list, timing: dict
 
 def run(args: argparse.Namespace, params: Params) -> None:
     m = load(args, params)
-    label = f"{args.sampler}, {args.spacing}"
+    label = f"{args.sampler}, {args.spacing}" + autoguided(params)
     write(args, *measure(m, params, args.sampler, args.spacing, params.sweep.steps, label))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import Params
-from .sweep import add_io_arguments, load, measure, write
+from .sweep import add_io_arguments, autoguided, load, measure, write
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,4 +30,5 @@ def run(args: argparse.Namespace, params: Params) -> None:
     timesteps = m.extra["diffusion"]["timesteps"]
     steps = params.sweep.reference_steps or timesteps
     # with all T steps every spacing visits T-1, ..., 0: trailing names the grid of either case
-    write(args, *measure(m, params, "ddpm", "trailing", (steps,), reference_label(steps, timesteps), reference=True))
+    label = reference_label(steps, timesteps) + autoguided(params)  # guided as every row (sample.*)
+    write(args, *measure(m, params, "ddpm", "trailing", (steps,), label, reference=True))

@@ -9,6 +9,9 @@ schedule and the latent scale factor so that sampling needs nothing else.
 ``diffusion.conditioning: class`` trains a class-conditional UNet for classifier-free guidance (Ho &
 Salimans 2022): each batch's labels go to the null class with probability ``diffusion.cond_drop``, and
 the class names are stored with the weights.
+
+``train.guide_step`` N keeps the EMA weights after step N and stores them beside the final ones: the
+guide of autoguidance (Karras et al. 2024), the weights a run of N steps would end with, at no cost.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
         return loss, {"loss": loss.detach()}
 
     settings = TrainSettings(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                             grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every)  # fmt: skip
+                             grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, log_every=cfg.log_every,
+                             ema_snapshot_step=cfg.guide_step)  # fmt: skip
     n_params = sum(p.numel() for p in unet.parameters())
     what = f", conditional on {len(classes)} classes (label dropout {d.cond_drop:g})" if classes else ""
     if shard.main:
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
         write_text(args.timestep_error, "\t".join(COLUMNS) + "\n" + "".join(
             "\t".join(f"{r[c]:.6g}" for c in COLUMNS) + "\n" for r in rows))  # fmt: skip
         save_figure(args.timestep_figure, timestep_error_figure(rows, d.prediction))
-        save_model(ema.model, args.model, extra=checkpoint_extra(d, scale, classes))
+        save_model(ema.model, args.model, extra=checkpoint_extra(d, scale, classes, cfg.guide_step), guide=ema.snapshot)
         ckpt.discard()
     distributed.barrier(shard)
 
@@ -120,9 +124,9 @@ def class_names(meta: str) -> list[str]:
         raise ArtifactError(f"{meta}: not a dataset meta file (.json with a 'classes' list)") from None
 
 
-def checkpoint_extra(d, scale: float, classes: list[str]) -> dict:
-    """What sampling needs beside the weights: the scale factor, the diffusion params and, for a class
-    model, the class names. An unconditional model's extras leave out the conditioning keys, an
+def checkpoint_extra(d, scale: float, classes: list[str], guide_step: int | None = None) -> dict:
+    """What sampling needs beside the weights: the scale factor, the diffusion params, for a class
+    model the class names, and the step of the autoguidance guide if one is stored. An unconditional model's extras leave out the conditioning keys, an
     unshifted schedule its ``snr_shift`` and uniform timestep sampling its ``timestep_sampling``, so such
     a checkpoint is byte for byte what it was before they existed (readers take a missing ``snr_shift``
     as 1; sampling never reads ``timestep_sampling``, which is kept only as a record of training)."""
@@ -133,7 +137,8 @@ def checkpoint_extra(d, scale: float, classes: list[str]) -> dict:
         del diffusion["snr_shift"]
     if diffusion["timestep_sampling"] == "uniform":
         del diffusion["timestep_sampling"]
-    return {"scale_factor": scale, "diffusion": diffusion, **({"classes": classes} if classes else {})}
+    guide = {} if guide_step is None else {"guide_step": guide_step}
+    return {"scale_factor": scale, "diffusion": diffusion, **({"classes": classes} if classes else {}), **guide}
 
 
 def timestep_report(model, schedule, prediction, val_path, scale, seed, device, conditional: bool = False) -> list[dict[str, float]]:

@@ -44,16 +44,22 @@ class TrainSettings:
     grad_clip: float | None = None
     ema_decay: float | None = None
     log_every: int = 50
+    ema_snapshot_step: int | None = None  # keep a copy of the EMA weights after this step (`EMA.snapshot`)
 
 
 class EMA:
     """Exponential moving average of weights (Polyak averaging), with the usual warm-up
-    ``decay_t = min(decay, (1 + t) / (10 + t))`` so early averages are not dominated by init."""
+    ``decay_t = min(decay, (1 + t) / (10 + t))`` so early averages are not dominated by init.
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    ``snapshot_at``: after that many updates, a copy of the averaged weights is kept in ``snapshot`` (a
+    state dict), saved and restored with the rest: the weights a run stopped at that step would end with,
+    as nothing before it depends on the total number of steps (autoguidance's guide, Karras et al. 2024)."""
+
+    def __init__(self, model: nn.Module, decay: float, snapshot_at: int | None = None):
+        self.decay, self.snapshot_at = decay, snapshot_at
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.updates = 0
+        self.snapshot: dict[str, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -64,13 +70,17 @@ class EMA:
         buffers = list(self.model.buffers())
         if buffers:
             torch._foreach_copy_(buffers, list(model.buffers()))
+        if self.updates == self.snapshot_at:
+            self.snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": self.updates}
+        state = {"model": self.model.state_dict(), "updates": self.updates}
+        return state if self.snapshot is None else {**state, "snapshot": self.snapshot}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.updates = int(state["updates"])
+        self.snapshot = state.get("snapshot")
 
 
 class BatchSampler(Iterator[torch.Tensor]):
@@ -178,7 +188,9 @@ def train_loop(
     s = settings
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup_steps) if s.warmup_steps else 1.0)
-    ema = EMA(model, s.ema_decay) if s.ema_decay is not None else None
+    if s.ema_snapshot_step is not None and (s.ema_decay is None or not 0 < s.ema_snapshot_step <= s.steps):
+        raise ValueError(f"an EMA snapshot needs an EMA and a step in 1..{s.steps}, got {s.ema_snapshot_step}")
+    ema = EMA(model, s.ema_decay, s.ema_snapshot_step) if s.ema_decay is not None else None
     stateful = {"model": model, "optimizer": opt, "scheduler": sched, **({"ema": ema} if ema else {}), **(extra_state or {})}
     window: dict[str, list[float]] = {}
     history: list[tuple[int, dict[str, float]]] = []  # every logged window, replayed on resume

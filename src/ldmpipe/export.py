@@ -135,7 +135,7 @@ def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path
     diffusers = require_diffusers("ldmpipe export")
     if sample.autoguidance != 1.0:  # the pipeline has one UNet: its samples would not be the sample stage's
         raise ConfigError(f"sample.autoguidance must be 1 to export: the diffusers pipeline runs no guide network, "
-                          f"got {sample.autoguidance:g} (export the unguided model with -S sample.autoguidance=1)")  # fmt: skip
+                          f"got {sample.autoguidance:g} (a params file with sample.autoguidance: 1 exports the model unguided)")  # fmt: skip
     unet, extra = load_model(UNet, diffusion)
     vae = load_autoencoder(vae_path)
     latent = vae.config["diffusers_config"] if isinstance(vae, PretrainedAutoencoderKL) else vae.config

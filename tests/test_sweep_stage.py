@@ -127,6 +127,9 @@ def test_report_section_marks_rows_and_links_every_grid(points, tmp_path):
     assert "| heun | leading | 4 | 7 | **3.000** | 2.500 |" in text  # the best row
     assert "| ddim | trailing | 2 | 2 | 8.000 | 2.500 |" in text
     assert "**reference: DDPM, all 100 steps**" in text and "1.50× the best other row's (heun, leading, 4 steps" in text
+    assert "is the model's own reverse process" in text
+    guided = sweep_section(str(tmp_path / "sweep.csv"), "figures/fid_vs_nfe.png", str(grids), rel, sweep, autoguidance=1.5)
+    assert "is the model's reverse process autoguided at w_g = 1.5, as every row" in guided and "own reverse" not in guided
     for stem in entries(sweep):
         assert f"](figures/sweep/{stem}.png)" in text
     assert text.index("![fid_vs_nfe](figures/fid_vs_nfe.png)") < text.index("](figures/sweep/ddim-leading.png)")

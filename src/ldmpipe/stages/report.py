@@ -113,9 +113,10 @@ high-noise rows; a model whose x0-MSE explodes there produces noise, whatever it
 ![timestep_error]({figure})"""
 
 
-def sweep_section(csv_path: str, figure: str, grids: str, rel, sweep) -> str:
+def sweep_section(csv_path: str, figure: str, grids: str, rel, sweep, autoguidance: float = 1.0) -> str:
     """The sweep's rows as a table (reference and best row marked), its FID-vs-NFE plot and the grid of
-    every entry (``<grids>/<sampler>-<spacing>.png``, ``<grids>/reference.png``, as dvc.yaml names them)."""
+    every entry (``<grids>/<sampler>-<spacing>.png``, ``<grids>/reference.png``, as dvc.yaml names them);
+    ``autoguidance`` != 1: every row, the reference too, was autoguided (``sample.autoguidance``)."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     best = min((r for r in rows if r["reference"] == "False"), key=lambda r: float(r["fid"]))
@@ -130,11 +131,13 @@ def sweep_section(csv_path: str, figure: str, grids: str, rel, sweep) -> str:
             raise ArtifactError(f"{Path(grids) / f'{stem}.png'}: file not found (the grid of sweep entry {stem})")
     shown = "\n\n".join(f"**{label}**\n\n![sweep {stem}]({rel(Path(grids) / f'{stem}.png')})" for stem, label in zip(stems, labels))
     ratio = float(ref["fid"]) / float(best["fid"])
+    process = ("the model's own reverse process" if autoguidance == 1.0 else
+               f"the model's reverse process autoguided at w_g = {autoguidance:g}, as every row (unguided, it is the model's own)")  # fmt: skip
     return f"""## Sampler sweep
 
 FID and IS of {sweep.n_samples} samples per row, against network evaluations (NFE; Heun evaluates twice per
 step but the last), for every sampler at every timestep spacing; every row draws the same per-sample seeds.
-The reference row, **{ref['label']}**, is the model's own reverse process (Ho et al. 2020, Algorithm 2):
+The reference row, **{ref['label']}**, is {process} (Ho et al. 2020, Algorithm 2):
 FID {float(ref['fid']):.3f}, {ratio:.2f}× the best other row's ({best['sampler']}, {best['spacing']}, {best['steps']} steps:
 {float(best['fid']):.3f}). A fast sampler far below the reference skips a part of the reverse process the model has
 not learnt (such as the high-noise end that leading spacing never visits); one far above it loses to its shortcut.
@@ -260,7 +263,7 @@ score about the floor, not 0.
 
 ![losses]({rel(args.loss_figure)})
 
-{sweep_section(args.sweep_table, rel(args.sweep_figure), args.sweep_grids, rel, params.sweep)}{guidance}
+{sweep_section(args.sweep_table, rel(args.sweep_figure), args.sweep_grids, rel, params.sweep, params.sample.autoguidance)}{guidance}
 
 ## Params
 

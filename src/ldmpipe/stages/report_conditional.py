@@ -10,6 +10,7 @@ import csv
 from collections.abc import Callable
 
 from ..config import Params
+from ..diffusion.guidance import model_passes
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -47,7 +48,7 @@ biased upwards at these small n, so read it beside its floor (held-out real imag
 
 
 def _passes(m: dict) -> str:
-    n = (1 if m["guidance_scale"] in (0, 1) else 2) + ("autoguidance" in m)
+    n = model_passes(True, m["guidance_scale"], m.get("autoguidance", 1.0))
     return {1: "one network pass", 2: "two network passes", 3: "three network passes"}[n]
 
 

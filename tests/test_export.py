@@ -132,6 +132,7 @@ def test_exported_folder_loads_offline_and_samples_as_ours(tmp_path, checkpoints
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_ldmpipe", "LDMPipePipeline"] and index["scheduler"] == ["diffusers", "DDIMScheduler"]
     assert (index["default_steps"], index["default_eta"]) == (5, 0.0)  # the tiny params' sample.steps and eta
+    assert index["guide_unet"] == [None, None] and not (out / "guide_unet").exists()  # no guide in the checkpoint
     assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] == SCALE
 
     result = tmp_path / "result.safetensors"
@@ -185,8 +186,8 @@ def test_export_refuses_and_replaces(tmp_path, checkpoints):
     with pytest.raises(ArtifactError, match="8 latent channels are not the 4 input channels"):
         export_pipeline(checkpoints["unet"], tmp_path / "wide.safetensors", tmp_path / "other", cfg)
     assert not (tmp_path / "other").exists()
-    # autoguidance needs a second network, which the pipeline does not run: refused, naming the key
-    with pytest.raises(ConfigError, match="sample.autoguidance must be 1 to export: the diffusers pipeline runs no guide"):
+    # autoguidance needs the guide network, which this checkpoint does not hold: refused, naming file and key
+    with pytest.raises(ArtifactError, match="unet.safetensors: holds no autoguidance guide .* sample.autoguidance is 1.5"):
         export_pipeline(checkpoints["unet"], checkpoints["kl"], tmp_path / "other", dataclasses.replace(cfg, autoguidance=1.5))
     assert not (tmp_path / "other").exists()
 
@@ -283,3 +284,67 @@ def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch, scale_shi
     assert (plain - default).abs().max() > 100 * TOL  # the labels and the guidance matter
     with pytest.raises(ValueError, match="class_labels must be 3 labels in 0..2"):
         pipe(batch_size=3, class_labels=[0, 1, 3], output_type="latent")
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_autoguided_model_exports_and_guides_as_ours(tmp_path, monkeypatch, conditional):
+    """A checkpoint with an autoguidance guide (train.guide_step) exports it as the pipeline's guide_unet:
+    its autoguided DDIM latents equal ours (AutoGuidedModel) within 1e-4, unconditional and, for a class
+    model, with classifier-free guidance at w = 2 (both differences added) and at w = 1 (one pass each);
+    autoguidance_scale=1 gives the unguided samples; a folder without a guide refuses w_g != 1."""
+    from diffusers import DiffusionPipeline
+
+    from ldmpipe.diffusion.guidance import AutoGuidedModel, sample_classes
+
+    def net(seed: int) -> UNet:
+        if not conditional:
+            return random_unet(seed)
+        torch.manual_seed(seed)
+        unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3, scale_shift=True)
+        with torch.no_grad():
+            unet.out[-1].weight.normal_(0, 0.05)
+            unet.class_embed.weight.normal_(0, 1.0)
+        return unet.eval()
+
+    unet, guide = net(0), net(1)
+    ckpt, vae_path = tmp_path / "unet.safetensors", tmp_path / "kl.safetensors"
+    extra = {"scale_factor": SCALE, "diffusion": DIFFUSION, **({"classes": ["a", "b", "c"]} if conditional else {})}
+    save_model(unet, ckpt, extra=extra, guide=guide.state_dict())
+    save_model(random_vae("kl"), vae_path)
+    w = 2.0 if conditional else 1.0
+    cfg = dataclasses.replace(sample_cfg(), guidance_scale=w, autoguidance=1.5)
+    index = export_pipeline(ckpt, vae_path, tmp_path / "pipe", cfg)
+    assert index["guide_unet"] == ["diffusers_models", "LDMPipeUNet"] and index["default_autoguidance"] == 1.5
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    for name, param in guide.state_dict().items():  # the guide's weights, bit for bit
+        assert torch.equal(pipe.guide_unet.unet.state_dict()[name], param)
+    labels = sample_classes(range(len(SEEDS)), [0, 1, 2]) if conditional else None
+
+    def ours_guided(w_cfg: float, w_g: float) -> torch.Tensor:
+        sampler = make_sampler("ddim", schedule_of(DIFFUSION), prediction=DIFFUSION["prediction"], spacing="leading")
+        sampler.set_timesteps(5)
+        model = AutoGuidedModel(unet, guide, w_g, labels, 3, w_cfg)
+        return sample_loop(model, sampler, (len(SEEDS), 4, 8, 8), sample_generators(SEEDS), "cpu", progress=False)
+
+    def theirs(**kwargs) -> torch.Tensor:
+        return pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent", **kwargs).images
+
+    guided = ours_guided(w, 1.5)
+    assert (theirs() - guided).abs().max() <= TOL  # the exported defaults: sample.guidance_scale and autoguidance
+    unguided = ours_guided(w, 1.0)
+    assert (theirs(autoguidance_scale=1.0) - unguided).abs().max() <= TOL
+    assert (guided - unguided).abs().max() > 100 * TOL  # the guide matters
+    if conditional:
+        assert (theirs(guidance_scale=1.0, autoguidance_scale=2.0) - ours_guided(1.0, 2.0)).abs().max() <= TOL
+        assert (theirs(guidance_scale=0.0, autoguidance_scale=2.0) - ours_guided(0.0, 2.0)).abs().max() <= TOL
+    # exported unguided, from a checkpoint without a guide: no guide_unet, and w_g != 1 is refused
+    save_model(unet, ckpt, extra=extra)
+    export_pipeline(ckpt, vae_path, tmp_path / "plain", dataclasses.replace(cfg, autoguidance=1.0))
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "plain", trust_remote_code=True)
+    plain.set_progress_bar_config(disable=True)
+    assert plain.guide_unet is None and plain.config.default_autoguidance == 1.0
+    with pytest.raises(ValueError, match="autoguidance_scale 1.5 needs the guide network, and this pipeline has none"):
+        plain(batch_size=3, autoguidance_scale=1.5, output_type="latent")

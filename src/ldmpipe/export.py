@@ -5,6 +5,8 @@
     DIR/pipeline_ldmpipe.py     the pipeline class (ldmpipe/pipeline_ldmpipe.py, verbatim)
     DIR/unet/                   LDMPipeUNet: config.json, weights, and our code (diffusers_models.py
                                 and the modules it imports: models/unet.py, ..., runtime.py)
+    DIR/guide_unet/             the autoguidance guide stored in the checkpoint (train.guide_step), as
+                                unet/; absent (model_index.json: null) when the checkpoint has none
     DIR/vae/                    a diffusers AutoencoderKL (vae.kind pretrained) or LDMPipeAutoencoder
                                 (kl/vq, with the same code); config.scaling_factor = our 1 / std
     DIR/scheduler/              the diffusers scheduler that computes what sample.sampler computes
@@ -22,9 +24,10 @@ import shutil
 from pathlib import Path
 
 from .config import ConfigError, SampleConfig
+from .generate import guide_for
 from .io import ArtifactError, remove_stale
 from .models.autoencoder import KINDS, load_autoencoder
-from .models.checkpoint import load_model
+from .models.checkpoint import load_guide, load_model
 from .models.pretrained import PretrainedAutoencoderKL, require_diffusers
 from .models.unet import UNet
 
@@ -91,14 +94,23 @@ def _copy_code(folder: Path) -> None:
         shutil.copyfile(PACKAGE / name, folder / name)
 
 
-def _write_components(tmp: Path, unet: UNet, vae, scale: float, scheduler) -> dict[str, list[str]]:
-    """unet/, vae/ and scheduler/ under ``tmp``; returns their model_index.json entries."""
-    from .diffusers_models import LDMPipeAutoencoder, LDMPipeUNet
+def _write_unet(folder: Path, unet: UNet) -> None:
+    from .diffusers_models import LDMPipeUNet
 
     hf_unet = LDMPipeUNet(**unet.config)
     hf_unet.unet.load_state_dict(unet.state_dict(), strict=True)
-    hf_unet.save_pretrained(tmp / "unet")
-    _copy_code(tmp / "unet")
+    hf_unet.save_pretrained(folder)
+    _copy_code(folder)
+
+
+def _write_components(tmp: Path, unet: UNet, guide: UNet | None, vae, scale: float, scheduler) -> dict[str, list]:
+    """unet/, guide_unet/ (when there is a guide), vae/ and scheduler/ under ``tmp``; returns their
+    model_index.json entries."""
+    from .diffusers_models import LDMPipeAutoencoder
+
+    _write_unet(tmp / "unet", unet)
+    if guide is not None:
+        _write_unet(tmp / "guide_unet", guide)
     if isinstance(vae, PretrainedAutoencoderKL):  # a stock diffusers model, with our scale
         vae.vae.register_to_config(scaling_factor=scale, shift_factor=None)
         vae.vae.save_pretrained(tmp / "vae")
@@ -110,8 +122,8 @@ def _write_components(tmp: Path, unet: UNet, vae, scale: float, scheduler) -> di
         _copy_code(tmp / "vae")
         vae_entry = [WRAPPERS, "LDMPipeAutoencoder"]
     scheduler.save_pretrained(tmp / "scheduler")
-    return {"unet": [WRAPPERS, "LDMPipeUNet"], "vae": vae_entry,
-            "scheduler": ["diffusers", type(scheduler).__name__]}  # fmt: skip
+    return {"unet": [WRAPPERS, "LDMPipeUNet"], "vae": vae_entry, "scheduler": ["diffusers", type(scheduler).__name__],
+            "guide_unet": [None, None] if guide is None else [WRAPPERS, "LDMPipeUNet"]}  # fmt: skip
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -130,13 +142,14 @@ def _replace_folder(tmp: Path, out: Path) -> None:
 def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path, sample: SampleConfig) -> dict:
     """Write the pipeline folder ``out`` (atomically: built beside it, then renamed) from a UNet
     checkpoint and an autoencoder checkpoint; ``sample`` gives the scheduler, its spacing and the
-    pipeline's default steps and eta. Returns the model_index.json contents, with a ``note`` where the
-    exported scheduler does not compute what ``sample.sampler`` computes (see ``differences``)."""
+    pipeline's default steps, eta and guidance scales. A checkpoint that holds an autoguidance guide
+    exports it too (the pipeline's ``guide_unet``), whatever ``sample.autoguidance``; one without a guide
+    is refused when ``sample.autoguidance`` != 1. Returns the model_index.json contents, with a ``note``
+    where the exported scheduler does not compute what ``sample.sampler`` computes (see ``differences``)."""
     diffusers = require_diffusers("ldmpipe export")
-    if sample.autoguidance != 1.0:  # the pipeline has one UNet: its samples would not be the sample stage's
-        raise ConfigError(f"sample.autoguidance must be 1 to export: the diffusers pipeline runs no guide network, "
-                          f"got {sample.autoguidance:g} (a params file with sample.autoguidance: 1 exports the model unguided)")  # fmt: skip
     unet, extra = load_model(UNet, diffusion)
+    # the stored guide, if any; guide_for refuses a checkpoint without one when sample.autoguidance != 1
+    guide = load_guide(UNet, diffusion) if sample.autoguidance == 1.0 else guide_for(diffusion, sample.autoguidance, "cpu")
     vae = load_autoencoder(vae_path)
     latent = vae.config["diffusers_config"] if isinstance(vae, PretrainedAutoencoderKL) else vae.config
     if latent["latent_channels"] != unet.config["in_channels"]:
@@ -151,9 +164,10 @@ def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         index = {"_class_name": ["pipeline_ldmpipe", "LDMPipePipeline"], "_diffusers_version": diffusers.__version__,
-                 **_write_components(tmp, unet, vae, float(extra["scale_factor"]), scheduler),
+                 **_write_components(tmp, unet, guide, vae, float(extra["scale_factor"]), scheduler),
                  "default_steps": sample.steps, "default_eta": sample.eta,
-                 "default_guidance_scale": sample.guidance_scale, "classes": extra.get("classes")}  # fmt: skip
+                 "default_guidance_scale": sample.guidance_scale, "default_autoguidance": sample.autoguidance,
+                 "classes": extra.get("classes")}  # fmt: skip
         shutil.copyfile(Path(__file__).with_name("pipeline_ldmpipe.py"), tmp / "pipeline_ldmpipe.py")
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         _replace_folder(tmp, out)

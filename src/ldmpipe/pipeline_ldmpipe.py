@@ -17,6 +17,14 @@ output, the class and the null pass (label K) in one forward over a doubled batc
 ``class_labels`` (B,) picks the classes; by default row i gets class i mod K, as ``ldmpipe sample`` does:
 
     images = pipe(batch_size=8, class_labels=[3] * 8, guidance_scale=2.0).images
+
+A folder exported from a model trained with ``train.guide_step`` also holds the autoguidance guide
+(Karras et al. 2024), the optional component ``guide_unet``: an earlier snapshot of the same network.
+``autoguidance_scale`` w_g != 1 guides the model away from it, as ``ldmpipe sample`` does:
+``out = out_guide + w_g (out - out_guide)``, the guide seeing the class the model sees; with classifier-free
+guidance as well, ``+ (w - 1)(out_class - out_null)``. The guide costs one more forward per step:
+
+    images = pipe(batch_size=16, autoguidance_scale=1.5).images
 """
 
 from __future__ import annotations
@@ -28,39 +36,71 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 
+def guide(out: torch.Tensor, out_guide: torch.Tensor, w: float) -> torch.Tensor:
+    """out_guide + w (out - out_guide), both (B, C, h, w): classifier-free guidance (Ho & Salimans 2022,
+    eq. 6) with the null output as the guide, autoguidance (Karras et al. 2024, eq. 1) with the guide's."""
+    return out_guide + w * (out - out_guide)
+
+
 class LDMPipePipeline(DiffusionPipeline):
     """Components: ``unet`` (latents -> the scheduler's prediction type), ``vae`` (``decode`` with a
-    ``scaling_factor`` in its config) and ``scheduler``. ``default_steps``, ``default_eta`` and
-    ``default_guidance_scale`` are the exporting params' ``sample.steps``, ``sample.eta`` and
-    ``sample.guidance_scale``; ``classes`` names a class model's labels (label i: ``classes[i]``)."""
+    ``scaling_factor`` in its config), ``scheduler`` and, optionally, ``guide_unet`` (autoguidance's guide,
+    the same architecture). ``default_steps``, ``default_eta``, ``default_guidance_scale`` and
+    ``default_autoguidance`` are the exporting params' ``sample.steps``, ``sample.eta``,
+    ``sample.guidance_scale`` and ``sample.autoguidance``; ``classes`` names a class model's labels
+    (label i: ``classes[i]``)."""
 
-    model_cpu_offload_seq = "unet->vae"
+    model_cpu_offload_seq = "unet->guide_unet->vae"
+    _optional_components = ["guide_unet"]
 
-    def __init__(self, unet, vae, scheduler, default_steps: int = 50, default_eta: float = 0.0,
-                 default_guidance_scale: float = 1.0, classes: list[str] | None = None):  # fmt: skip
+    def __init__(self, unet, vae, scheduler, guide_unet=None, default_steps: int = 50, default_eta: float = 0.0,
+                 default_guidance_scale: float = 1.0, default_autoguidance: float = 1.0,
+                 classes: list[str] | None = None):  # fmt: skip
         super().__init__()
-        self.register_modules(unet=unet, vae=vae, scheduler=scheduler)
+        self.register_modules(unet=unet, vae=vae, scheduler=scheduler, guide_unet=guide_unet)
         self.register_to_config(default_steps=default_steps, default_eta=default_eta,
-                                default_guidance_scale=default_guidance_scale, classes=classes)  # fmt: skip
+                                default_guidance_scale=default_guidance_scale,
+                                default_autoguidance=default_autoguidance, classes=classes)  # fmt: skip
 
-    def _model(self, class_labels, guidance_scale: float, batch_size: int, device):
-        """``model(x, t)`` -> the (guided) network output (B, C, h, w)."""
+    def _labels(self, class_labels, batch_size: int, device) -> torch.Tensor | None:
+        """The class of each row (B,) for a class model (default: row i gets class i mod K), else None."""
         k = getattr(self.unet.config, "num_classes", 0)
         if not k:
             if class_labels is not None:
                 raise ValueError("class_labels given, but this model is unconditional (unet.config.num_classes 0)")
-            return lambda x, t: self.unet(x, t).sample
+            return None
         y = torch.arange(batch_size) % k if class_labels is None else torch.as_tensor(class_labels, dtype=torch.long)
         if tuple(y.shape) != (batch_size,) or bool(((y < 0) | (y >= k)).any()):
             raise ValueError(f"class_labels must be {batch_size} labels in 0..{k - 1}, got {y.tolist()}")
-        y, null, w = y.to(device), torch.full_like(y, k).to(device), float(guidance_scale)
+        return y.to(device)
+
+    def _model(self, class_labels, guidance_scale: float, autoguidance_scale: float, batch_size: int, device):
+        """``model(x, t)`` -> the (guided) network output (B, C, h, w)."""
+        y, w, w_g = self._labels(class_labels, batch_size, device), float(guidance_scale), float(autoguidance_scale)
+        if w_g != 1.0 and self.guide_unet is None:
+            raise ValueError(f"autoguidance_scale {w_g:g} needs the guide network, and this pipeline has none "
+                             "(guide_unet: exported from a model trained without train.guide_step)")  # fmt: skip
+
+        def run(net, x, t, labels):  # one forward of ``net``; an unconditional model takes no labels
+            return (net(x, t) if labels is None else net(x, t, labels)).sample
+
+        if y is None:  # unconditional: autoguidance alone
+            if w_g == 1.0:
+                return lambda x, t: run(self.unet, x, t, None)
+            return lambda x, t: guide(run(self.unet, x, t, None), run(self.guide_unet, x, t, None), w_g)
+        null = torch.full_like(y, self.unet.config.num_classes)
+        seen = null if w == 0.0 else y  # the class both networks see (B,)
         if w in (0.0, 1.0):  # one pass: plainly unconditional (w = 0) or plainly conditional (w = 1)
-            return lambda x, t: self.unet(x, t, null if w == 0.0 else y).sample
+            if w_g == 1.0:
+                return lambda x, t: run(self.unet, x, t, seen)
+            return lambda x, t: guide(run(self.unet, x, t, seen), run(self.guide_unet, x, t, seen), w_g)
         yy = torch.cat([y, null])  # (2B,): rows 0..B-1 with their class, B..2B-1 with the null class
 
         def guided(x, t):
-            out_class, out_null = self.unet(torch.cat([x, x]), t, yy).sample.chunk(2)  # 2 x (B, C, h, w)
-            return out_null + w * (out_class - out_null)
+            out_class, out_null = run(self.unet, torch.cat([x, x]), t, yy).chunk(2)  # 2 x (B, C, h, w)
+            if w_g == 1.0:
+                return guide(out_class, out_null, w)
+            return guide(out_class, run(self.guide_unet, x, t, y), w_g) + (w - 1.0) * (out_class - out_null)
 
         return guided
 
@@ -74,18 +114,21 @@ class LDMPipePipeline(DiffusionPipeline):
         eta: float | None = None,
         class_labels: list[int] | torch.Tensor | None = None,
         guidance_scale: float | None = None,
+        autoguidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ):
         """``latents``: x_T (B, C, h, w) instead of drawing it. ``eta`` goes to schedulers that take it
         (DDIM). ``class_labels`` (B,) and ``guidance_scale`` w: class models only (defaults: row i gets
-        class i mod K; the exported ``sample.guidance_scale``). ``output_type``: ``pil``, ``np`` (B, H, W, C) in [0, 1], ``pt`` (B, C, H, W) in [0, 1], or
+        class i mod K; the exported ``sample.guidance_scale``). ``autoguidance_scale`` w_g: needs
+        ``guide_unet`` unless 1 (default: the exported ``sample.autoguidance``). ``output_type``: ``pil``, ``np`` (B, H, W, C) in [0, 1], ``pt`` (B, C, H, W) in [0, 1], or
         ``latent`` (the scaled latents x_0, undecoded)."""
         device, dtype = self._execution_device, self.unet.dtype
         steps = self.config.default_steps if num_inference_steps is None else num_inference_steps
         eta = self.config.default_eta if eta is None else eta
         w = self.config.default_guidance_scale if guidance_scale is None else guidance_scale
-        model = self._model(class_labels, w, batch_size, device)
+        w_g = self.config.default_autoguidance if autoguidance_scale is None else autoguidance_scale
+        model = self._model(class_labels, w, w_g, batch_size, device)
         size = self.unet.config.sample_size
         shape = (batch_size, self.unet.config.in_channels, size, size)
         # 1. The timesteps (first: a sigma-space scheduler's init_noise_sigma depends on them)

@@ -121,19 +121,22 @@ def test_queued_experiments(repo):
 
 
 def test_plots_diff_and_compare_across_commits(repo, tmp_path):
-    set_param(repo, "train", "steps", 20)
-    sh("dvc repro && git add -A && git commit -qm 'shorter diffusion training'", repo)
+    # two commits that change metrics cheaply: sample.steps 3 (after the run-cache test above, restored from
+    # the run-cache), then evaluate.pr_k, which reruns only evaluate and the report
     set_param(repo, "sample", "steps", 3)
     sh("dvc repro && git add -A && git commit -qm 'fewer sampling steps'", repo)
+    set_param(repo, "evaluate", "pr_k", 5)
+    assert ran_stages(sh("dvc repro", repo)) == {"evaluate", "report"}
+    sh("git add -A && git commit -qm 'precision and recall with k = 5'", repo)
     html = tmp_path / "plots"
     sh(f"dvc plots diff HEAD~1 HEAD~2 -o {html}", repo)
     page = (html / "index.html").read_text()
     assert "reports/train_diffusion/plots/metrics/loss.tsv" in page
     assert "HEAD~1" in page and "HEAD~2" in page
-    assert "fid" in sh("dvc metrics diff HEAD~1", repo)
+    assert "precision" in sh("dvc metrics diff HEAD~1", repo) and "fid" in sh("dvc metrics diff HEAD~2", repo)
     out = sh("ldmpipe compare HEAD HEAD~1 HEAD~2", repo)
     md = (repo / "reports/compare.md").read_text()
-    for text in ("train.steps", "sample.steps", "fid", "fid_real_floor", "HEAD~2"):
+    for text in ("evaluate.pr_k", "sample.steps", "precision", "fid", "fid_real_floor", "HEAD~2"):
         assert text in md and text in out
     assert (repo / "reports/figures/compare_fid.png").read_bytes()[:4] == b"\x89PNG"
     default = sh("ldmpipe compare", repo)  # workspace, recent commits and experiments

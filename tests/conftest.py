@@ -100,6 +100,15 @@ def tiny_run(tmp_path_factory) -> tuple[Path, str]:
     return repo, sh("dvc repro", repo)
 
 
+@pytest.fixture(scope="session")
+def tiny_snakemake_run(tmp_path_factory) -> Path:
+    """The tiny pipeline run once by Snakemake for the whole session, on its committed repo (so its
+    report names a clean work tree). Modules take a copy (`copy_run`), as of `tiny_run`."""
+    repo = make_repo(tmp_path_factory.mktemp("tiny_snakemake_run"))
+    sh("snakemake --cores 2", repo)
+    return repo
+
+
 def copy_run(run: Path, path: Path) -> Path:
     """A copy of a finished run's repo (git, DVC cache and run cache, outputs with their mtimes) at
     ``path``, which must not exist."""

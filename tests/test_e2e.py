@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ENV, OUTPUTS, STAGES, TIMED, TIMED_STAGES, copy_run, make_repo, ran_stages, sh
+from conftest import ENV, OUTPUTS, STAGES, TIMED, TIMED_STAGES, copy_run, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +30,8 @@ def dvc_repo(tiny_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def snakemake_repo(tmp_path_factory) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("snakemake"))
-    sh("snakemake --cores 2", repo)
-    return repo
+def snakemake_repo(tiny_snakemake_run, tmp_path_factory) -> Path:
+    return copy_run(tiny_snakemake_run, tmp_path_factory.mktemp("snakemake") / "repo")
 
 
 def test_dvc_repro_writes_every_output(dvc_repo):

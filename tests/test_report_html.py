@@ -3,7 +3,7 @@ DVC's plots page with the offline template.
 
 Without a browser: the page embeds every image and refuses remote ones; provenance (the commit, the paths
 that differ from it, an earlier commit's metrics); the offline plots template. In headless Chromium, on one
-tiny Snakemake run (a one-entry sweep, a 10-step reference): each page loads with no request leaving it and
+tiny Snakemake run (the session's, `tiny_snakemake_run`): each page loads with no request leaving it and
 no failed request, every <img> decodes, vega draws every chart, and a screenshot is saved (to
 $LDMPIPE_SCREENSHOTS if set). Without Chromium these tests skip, unless $LDMPIPE_REQUIRE_BROWSER is set
 (.ci/run sets it and installs Chromium).
@@ -26,7 +26,7 @@ import yaml
 from PIL import Image
 
 from browser import IMAGES, Browser, find_chromium
-from conftest import ENV, ROOT, make_repo, sh
+from conftest import ENV, ROOT, copy_run, sh
 from ldmpipe import html_page, plots_template, provenance
 from ldmpipe.io import ArtifactError
 from ldmpipe.stages.report import metrics_diff, provenance_line
@@ -172,14 +172,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """The tiny config with a one-entry sweep and a 10-step reference, committed, run by Snakemake."""
-    repo = make_repo(tmp_path_factory.mktemp("report"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["sweep"].update(samplers=["ddim"], spacings=["leading"], steps=[2], reference_steps=10)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git commit -qam 'one-entry sweep' && snakemake --cores 2", repo)
-    return repo
+def run(tiny_snakemake_run, tmp_path_factory) -> Path:
+    """A copy of the session's tiny Snakemake run (committed, then run)."""
+    return copy_run(tiny_snakemake_run, tmp_path_factory.mktemp("report") / "repo")
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +207,10 @@ def test_report_html_loads_offline_and_shows_every_image(run, browser, shots):
     page = browser.open_page(html, PAGE)
     only_local(page, html)
     images, headings = page["result"]["images"], page["result"]["headings"]
-    # autoencoder (2), per-timestep error, dataset, samples, trajectory, losses, FID vs NFE, 2 sweep grids
-    assert len(images) == md.count("![") == 10
+    # autoencoder (2), per-timestep error, dataset, samples, trajectory, losses, FID vs NFE, and a sweep
+    # grid per (sampler, spacing) and for the reference row
+    sweep = yaml.safe_load((run / "params.yaml").read_text())["sweep"]
+    assert len(images) == md.count("![") == 8 + len(sweep["samplers"]) * len(sweep["spacings"]) + 1
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 and i["src"].startswith("data:image/png") for i in images)
     assert headings == ["Metrics", "Autoencoder", "Diffusion model: error at each noise level", "Figures",
                         "Sampler sweep", "Params"] and page["result"]["sections"] == len(headings)  # fmt: skip

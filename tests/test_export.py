@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT, TINY
 
@@ -287,7 +288,7 @@ def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch, scale_shi
 
 
 @pytest.mark.parametrize("conditional", [False, True])
-def test_autoguided_model_exports_and_guides_as_ours(tmp_path, monkeypatch, conditional):
+def test_autoguided_model_exports_and_guides_as_ours(tmp_path, monkeypatch, capsys, conditional):
     """A checkpoint with an autoguidance guide (train.guide_step) exports it as the pipeline's guide_unet:
     its autoguided DDIM latents equal ours (AutoGuidedModel) within 1e-4, unconditional and, for a class
     model, with classifier-free guidance at w = 2 (both differences added) and at w = 1 (one pass each);
@@ -334,6 +335,14 @@ def test_autoguided_model_exports_and_guides_as_ours(tmp_path, monkeypatch, cond
 
     guided = ours_guided(w, 1.5)
     assert (theirs() - guided).abs().max() <= TOL  # the exported defaults: sample.guidance_scale and autoguidance
+    if not conditional:  # the command says that it wrote the guide
+        params = yaml.safe_load(TINY.read_text())
+        params["train"]["guide_step"], params["sample"]["autoguidance"] = 10, 1.5
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        argv = ["export", "--params", str(tmp_path / "params.yaml"), "--diffusion", str(ckpt), "--vae", str(vae_path),
+                "--out", str(tmp_path / "cli")]  # fmt: skip
+        assert main(argv) == 0
+        assert "autoguidance guide (default autoguidance_scale 1.5)" in capsys.readouterr().out
     unguided = ours_guided(w, 1.0)
     assert (theirs(autoguidance_scale=1.0) - unguided).abs().max() <= TOL
     assert (guided - unguided).abs().max() > 100 * TOL  # the guide matters

@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_pipeline
 
             index = export_pipeline(args.diffusion, args.vae, args.out, params.sample)
-            print(f"export: {args.out} ({index['scheduler'][1]}, {index['default_steps']} steps; "
+            guided = (f", autoguidance guide (default autoguidance_scale {index['default_autoguidance']:g})"
+                      if index["guide_unet"][0] else "")  # fmt: skip
+            print(f"export: {args.out} ({index['scheduler'][1]}, {index['default_steps']} steps{guided}; "
                   f"DiffusionPipeline.from_pretrained({args.out!r}, trust_remote_code=True))")  # fmt: skip
             if index["note"]:
                 print(f"export: note: {index['note']}")

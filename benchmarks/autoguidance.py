@@ -14,8 +14,8 @@ Rows on a finished run under ``--root``:
   and autoguided (each w in ``--w``), the sample stage's per-sample seeds; the sample stage's own setting
   again at ``--n-sample`` samples; a grid of the first 64 samples unguided and autoguided;
 - a class model: class accuracy and FID at the sample stage's setting for classifier-free guidance at
-  ``sample.guidance_scale`` alone, autoguidance alone and both (out_class + (w_cfg - 1)(out_class -
-  out_null) + (w - 1)(out_class - out_guide)).
+  ``sample.guidance_scale`` alone, then autoguidance alone and both (out_class + (w_cfg - 1)(out_class -
+  out_null) + (w - 1)(out_class - out_guide)) at each w in ``--w``.
 
 The guide: by default the one stored in the run's model (``-S train.guide_step=1000``); ``--guide`` names
 another, e.g. the stage's own command with a params file that differs in ``train.steps`` only:
@@ -23,9 +23,11 @@ another, e.g. the stage's own command with a params file that differs in ``train
     ldmpipe train-diffusion --params guide.yaml --latents data/latents/train.safetensors
         [--meta data/prepared/meta.json] --model guide/model.safetensors --live guide/live
         --val-latents data/latents/val.safetensors --timestep-error guide/te.tsv --timestep-figure guide/te.png
+With ``--other-network`` the guide may be another network, e.g. a narrower UNet (``unet.channels``), as
+Karras et al. 2024's guides are smaller as well as shorter-trained; its config goes into ``--out``.
 
 Usage: python benchmarks/autoguidance.py [--guide guide/model.safetensors] [--root .] [--params params.yaml]
-       [--guide-steps 1000] [--w 1.5] [--n 500] [--n-sample 1000] [--out benchmarks/results/autoguidance.json] [--tag seed0]
+       [--guide-steps 1000] [--other-network] [--w 1.5] [--n 500] [--n-sample 1000] [--out benchmarks/results/autoguidance.json] [--tag seed0]
 """
 
 from __future__ import annotations
@@ -77,10 +79,11 @@ def unconditional(m: Models, guide_net, params, ws: list[float], n: int, n_sampl
     return out
 
 
-def conditional(m: Models, guide_net, params, w: float, n: int, names: list[str]) -> dict:
+def conditional(m: Models, guide_net, params, ws: list[float], n: int, names: list[str]) -> dict:
     d, cfg, labels = m.extra["diffusion"], params.sample, class_labels(m.unet, params.sample.classes, n)
     out = {}
-    for w_ag, w_cfg in ((1.0, cfg.guidance_scale), (w, 1.0), (w, cfg.guidance_scale)):
+    settings = [(1.0, cfg.guidance_scale)] + [(w, w_cfg) for w in ws for w_cfg in (1.0, cfg.guidance_scale)]
+    for w_ag, w_cfg in settings:
         sampler = make_sampler(cfg.sampler, schedule_of(d), prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, cfg.steps, n, 250, params.seed, m.device,
                           progress=False, make_model=lambda a, b, w_ag=w_ag, w_cfg=w_cfg: AutoGuidedModel(
@@ -99,6 +102,8 @@ def main() -> None:
     p.add_argument("--guide", type=Path, help="EMA weights of the same run stopped early (default: the guide stored "
                    "in the run's model by train.guide_step)")
     p.add_argument("--guide-steps", default=1000, type=int, help="the guide's train.steps, recorded in --out")
+    p.add_argument("--other-network", action="store_true", help="allow a --guide of another size (its config is "
+                   "recorded in --out), as Karras et al. 2024's smaller guides")  # fmt: skip
     p.add_argument("--w", default=[1.5], type=float, nargs="+", help="autoguidance scales")
     p.add_argument("--n", default=500, type=int, help="samples per sweep row and per class-model row")
     p.add_argument("--n-sample", default=1000, type=int, help="samples of the sample stage's row")
@@ -114,15 +119,18 @@ def main() -> None:
     guide_net = load_model(UNet, args.guide, m.device)[0] if args.guide else load_guide(UNet, model, m.device)
     if guide_net is None:
         raise SystemExit(f"{model}: holds no guide (train.guide_step null); name one with --guide")
-    if guide_net.config != m.unet.config:
-        raise SystemExit(f"{args.guide}: not the same network as {model}")
+    if guide_net.config != m.unet.config and not args.other_network:
+        raise SystemExit(f"{args.guide}: not the same network as {model} (--other-network allows it)")
     if m.unet.num_classes:
         names = json.loads((data / "prepared/meta.json").read_text())["classes"]
-        result = conditional(m, guide_net, params, args.w[-1], args.n, names)
+        result = conditional(m, guide_net, params, args.w, args.n, names)
     else:
         result = unconditional(m, guide_net, params, args.w, args.n, args.n_sample, args.grid)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[args.tag] = {"guide_steps": args.guide_steps, "seed": params.seed, "rows": result}
+    if guide_net.config != m.unet.config:
+        results[args.tag]["guide_network"] = {"config": guide_net.config,
+                                              "parameters": sum(p.numel() for p in guide_net.parameters())}  # fmt: skip
     write_json(args.out, results)
     print(f"wrote {args.out} [{args.tag}]")
 

@@ -84,13 +84,9 @@ class LDMPipePipeline(DiffusionPipeline):
         def run(net, x, t, labels):  # one forward of ``net``; an unconditional model takes no labels
             return (net(x, t) if labels is None else net(x, t, labels)).sample
 
-        if y is None:  # unconditional: autoguidance alone
-            if w_g == 1.0:
-                return lambda x, t: run(self.unet, x, t, None)
-            return lambda x, t: guide(run(self.unet, x, t, None), run(self.guide_unet, x, t, None), w_g)
-        null = torch.full_like(y, self.unet.config.num_classes)
-        seen = null if w == 0.0 else y  # the class both networks see (B,)
-        if w in (0.0, 1.0):  # one pass: plainly unconditional (w = 0) or plainly conditional (w = 1)
+        null = None if y is None else torch.full_like(y, self.unet.config.num_classes)
+        if y is None or w in (0.0, 1.0):  # one pass of the model: unconditional, null class (w = 0) or class (w = 1)
+            seen = null if w == 0.0 else y  # what both networks see: the labels (B,), or none
             if w_g == 1.0:
                 return lambda x, t: run(self.unet, x, t, seen)
             return lambda x, t: guide(run(self.unet, x, t, seen), run(self.guide_unet, x, t, seen), w_g)

@@ -55,6 +55,17 @@ def random_unet(seed: int = 0) -> UNet:
     return unet.eval()
 
 
+def random_class_unet(seed: int = 0, scale_shift: bool = True) -> UNet:
+    """``random_unet`` with 3 classes, their embedding added or as adaptive GroupNorm (``scale_shift``),
+    with embeddings that change the output visibly."""
+    torch.manual_seed(seed)
+    unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3, scale_shift=scale_shift)
+    with torch.no_grad():
+        unet.out[-1].weight.normal_(0, 0.05)
+        unet.class_embed.weight.normal_(0, 1.0)
+    return unet.eval()
+
+
 def random_vae(kind: str) -> AutoencoderKL | AutoencoderVQ:
     torch.manual_seed(1)
     if kind == "kl":
@@ -250,12 +261,7 @@ def test_class_model_exports_and_guides_as_ours(tmp_path, monkeypatch, scale_shi
 
     from ldmpipe.diffusion.guidance import GuidedModel, sample_classes
 
-    torch.manual_seed(0)
-    unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3, scale_shift=scale_shift)
-    with torch.no_grad():
-        unet.out[-1].weight.normal_(0, 0.05)
-        unet.class_embed.weight.normal_(0, 1.0)  # classes that change the output visibly
-    unet.eval()
+    unet = random_class_unet(0, scale_shift)
     ckpt, vae_path = tmp_path / "unet.safetensors", tmp_path / "kl.safetensors"
     save_model(unet, ckpt, extra={"scale_factor": SCALE, "diffusion": DIFFUSION, "classes": ["a", "b", "c"]})
     save_model(random_vae("kl"), vae_path)
@@ -297,16 +303,7 @@ def test_autoguided_model_exports_and_guides_as_ours(tmp_path, monkeypatch, caps
 
     from ldmpipe.diffusion.guidance import AutoGuidedModel, sample_classes
 
-    def net(seed: int) -> UNet:
-        if not conditional:
-            return random_unet(seed)
-        torch.manual_seed(seed)
-        unet = UNet(4, 8, 32, (1, 2), 1, (4,), num_classes=3, scale_shift=True)
-        with torch.no_grad():
-            unet.out[-1].weight.normal_(0, 0.05)
-            unet.class_embed.weight.normal_(0, 1.0)
-        return unet.eval()
-
+    net = random_class_unet if conditional else random_unet
     unet, guide = net(0), net(1)
     ckpt, vae_path = tmp_path / "unet.safetensors", tmp_path / "kl.safetensors"
     extra = {"scale_factor": SCALE, "diffusion": DIFFUSION, **({"classes": ["a", "b", "c"]} if conditional else {})}

@@ -87,7 +87,7 @@ class AutoGuidedModel:
 
     def __init__(self, net, guide_net, w_guide: float, labels: torch.Tensor | None = None, null: int = 0,
                  w: float = 1.0) -> None:  # fmt: skip
-        self.net, self.guide_net, self.w_guide, self.labels = net, guide_net, float(w_guide), labels
+        self.net, self.guide_net, self.w_guide = net, guide_net, float(w_guide)
         self.cfg = None if labels is None else GuidedModel(net, labels, null, w)
 
     @property

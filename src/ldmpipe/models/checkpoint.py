@@ -10,7 +10,7 @@ guide of autoguidance (an earlier EMA snapshot of the same run), read by `load_g
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
@@ -46,25 +46,26 @@ def load_model(
     class name is refused (never looked up elsewhere).
     """
     path, classes = Path(path), cls if isinstance(cls, tuple) else (cls,)
-    meta, state = _read(path)
-    return _build(classes, path, meta, {k: v for k, v in state.items() if not k.startswith(GUIDE)}, device)
+    meta, state = _read(path, lambda k: not k.startswith(GUIDE))
+    return _build(classes, path, meta, state, device)
 
 
 def load_guide(cls: type[M], path: str | Path, device: torch.device | str = "cpu") -> M | None:
     """The guide network stored beside a checkpoint's weights (``save_model(..., guide=...)``), or None
     if the file has none."""
     path = Path(path)
-    meta, state = _read(path)
-    guide = {k[len(GUIDE) :]: v for k, v in state.items() if k.startswith(GUIDE)}
+    meta, state = _read(path, lambda k: k.startswith(GUIDE))
+    guide = {k[len(GUIDE) :]: v for k, v in state.items()}
     return _build((cls,), path, meta, guide, device)[0] if guide else None
 
 
-def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def _read(path: Path, wanted: Callable[[str], bool]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The file's metadata and the tensors whose names ``wanted`` accepts (the others are never read)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return unpack_metadata(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+            return unpack_metadata(f.metadata()), {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
     except FileNotFoundError:
         raise ArtifactError(f"{path}: checkpoint not found") from None
     except Exception as e:

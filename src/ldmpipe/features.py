@@ -197,9 +197,9 @@ class InceptionExtractor:
         feats, probs = [], []
         for start in range(0, len(images), batch_size):
             f, logits = self.features_and_logits(self.preprocess(images[start : start + batch_size], device))
-            feats.append(f.double().cpu().numpy())
+            feats.append(f.cpu().double().numpy())  # float64 on the CPU (MPS has none)
             if logits is not None:
-                probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+                probs.append(torch.softmax(logits.cpu().double(), dim=1).numpy())
         return np.concatenate(feats), (np.concatenate(probs) if probs else None)
 
 

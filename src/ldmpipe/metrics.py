@@ -207,6 +207,6 @@ def extract(
     for start in range(0, len(images), batch_size):
         x = to_model_input(images[start : start + batch_size], device)
         f = features_fn(x)
-        feats.append(f.double().cpu().numpy())
-        probs.append(torch.softmax(logits_fn(f).double(), dim=1).cpu().numpy())
+        feats.append(f.cpu().double().numpy())  # float64 on the CPU (MPS has none)
+        probs.append(torch.softmax(logits_fn(f).cpu().double(), dim=1).numpy())
     return np.concatenate(feats), np.concatenate(probs)

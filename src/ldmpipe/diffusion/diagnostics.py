@@ -67,7 +67,7 @@ def timestep_errors(
             target = training_target(prediction, x, e, schedule.alphas_cumprod[t_batch])
             x0_hat, eps_hat = predict_x0(prediction, out, x_t, a_bar), predict_eps(prediction, out, x_t, a_bar)
             for k, (u, v) in enumerate(((out, target), (x0_hat, x), (eps_hat, e))):
-                sums[k] += (u - v).double().pow(2).sum().cpu()
+                sums[k] += (u - v).cpu().double().pow(2).sum()  # float64 on the CPU (MPS has none)
         n = x0.numel()
         snr = abar / (1.0 - abar) if abar < 1 else float("inf")
         rows.append(dict(zip(COLUMNS, (int(t), abar, snr, *(float(v) / n for v in sums)))))

@@ -99,15 +99,17 @@ class Classifier(nn.Module):
         images; rescale the head so that the logits stay: W' = W_raw diag(std), b' = b_raw + W_raw mean."""
         if not self.standardise:
             raise ValueError("this Classifier was built with standardise=False")
-        raw = raw.double()
+        def f64(x: torch.Tensor) -> torch.Tensor:  # float64 on the CPU (MPS has none)
+            return x.detach().cpu().double()
+
+        raw = f64(raw)
         mean, std = raw.mean(0), raw.std(0).clamp(min=1e-6)  # (dim,) each
         k = self.head.in_features
-        w_raw = self.head.weight.double() / self.feature_std[:k].double()  # (K, k): the head on raw top features
-        b_raw = self.head.bias.double() - w_raw @ self.feature_mean[:k].double()
-        self.head.weight.copy_(w_raw * std[:k])
-        self.head.bias.copy_(b_raw + w_raw @ mean[:k])
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std)
+        w_raw = f64(self.head.weight) / f64(self.feature_std[:k])  # (K, k): the head on raw top features
+        b_raw = f64(self.head.bias) - w_raw @ f64(self.feature_mean[:k])
+        for dest, value in ((self.head.weight, w_raw * std[:k]), (self.head.bias, b_raw + w_raw @ mean[:k]),
+                            (self.feature_mean, mean), (self.feature_std, std)):  # fmt: skip
+            dest.copy_(value.to(dest.dtype))  # rounded on the CPU, then copied to the device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) = ``head(features(x))``, without computing the block statistics."""

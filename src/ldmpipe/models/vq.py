@@ -97,10 +97,12 @@ class VectorQuantizer(nn.Module):
 
 
 def perplexity(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """exp(H(p)) of the code distribution over ``indices``, computed on their device (no host sync)."""
-    counts = torch.bincount(indices.flatten(), minlength=codebook_size).double()  # (K,)
+    """exp(H(p)) of the code distribution over ``indices``, computed on their device (no host sync), in
+    float64 (float32 on MPS, which has no float64)."""
+    dtype = torch.float32 if indices.device.type == "mps" else torch.float64
+    counts = torch.bincount(indices.flatten(), minlength=codebook_size).to(dtype)  # (K,)
     p = counts / counts.sum()
-    return torch.exp(-torch.where(counts > 0, p * p.clamp_min(1e-300).log(), 0.0).sum())
+    return torch.exp(-torch.where(counts > 0, p * p.clamp_min(torch.finfo(dtype).tiny).log(), 0.0).sum())
 
 
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:

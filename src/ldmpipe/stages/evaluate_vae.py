@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     if isinstance(vae, AutoencoderVQ):
         metrics.update(vq_metrics(vae, images, device))
     # 2. the latent space: PCA of the validation latents, coloured by class
-    z = map_batches(lambda x: vae.encode_latents(x).double().cpu().numpy(), images, BATCH_SIZE, device)
+    z = map_batches(lambda x: vae.encode_latents(x).cpu().double().numpy(), images, BATCH_SIZE, device)
     points, explained = pca_2d(z)
     metrics.update(n_val=len(images), pca_explained_variance=explained)
     save_figure(args.figure, latent_pca_figure(points, labels, classes, explained, title=f"{kind} latents, validation"))

@@ -72,8 +72,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
         distributed.barrier(shard)
         return
     if cfg.standardise:
-        raw = map_batches(lambda x: model.raw_features(x).double().cpu().numpy(), train["images"], 500, device)
-        model.standardise_(torch.from_numpy(raw).to(device))  # raw (N_train, dim)
+        raw = map_batches(lambda x: model.raw_features(x).cpu().double().numpy(), train["images"], 500, device)
+        model.standardise_(torch.from_numpy(raw))  # raw (N_train, dim) float64 on the CPU
     feats, probs = extract(model.features, model.head, val["images"], 500, device)
     accuracy = float((probs.argmax(1) == val["labels"]).mean())
     save_model(model, args.model)

@@ -121,8 +121,11 @@ def _window_values(window: dict[str, list[Any]], shard: Shard) -> dict[str, list
     the ranks' slices are equal): one device sync."""
     out = {}
     for k, values in window.items():
-        steps = [torch.as_tensor(v, dtype=torch.float64).detach() for v in values]  # device tensors; floats after a resume
-        per_step = torch.stack([v.to(steps[-1].device) for v in steps])
+        # device tensors (floats after a resume), read back in one stacked copy and widened to float64 on the
+        # CPU (MPS has no float64)
+        tensors = [v.detach() for v in values if isinstance(v, torch.Tensor)]
+        read = iter(torch.stack([v.to(tensors[-1].device) for v in tensors]).cpu().double().tolist() if tensors else ())
+        per_step = torch.tensor([next(read) if isinstance(v, torch.Tensor) else float(v) for v in values], dtype=torch.float64)
         if shard.world > 1:
             per_step = distributed.mean(per_step.to(_comm_device()), shard)
         out[k] = per_step.cpu().tolist()

@@ -156,7 +156,26 @@ CASES = [
     (lambda p: p["sample"].update(autoguidance=-1), "sample.autoguidance must be a non-negative number, got -1"),
     (lambda p: p["sample"].update(autoguidance=1.5),
      "sample.autoguidance must be 1 (off) when train.guide_step is null (no guide is saved), got 1.5"),
+    # DPM-Solver's leading and linspace grids take one point more than its steps
+    (lambda p: p["sample"].update(sampler="dpm_solver_pp", spacing="leading", steps=100),
+     "sample.steps must be below diffusion.timesteps (100) for dpm_solver_pp on leading spacing (its grid adds a point), got 100"),
+    (lambda p: p["sweep"].update(samplers=["ddim", "dpm_solver_pp_sde"], spacings=["trailing", "linspace"], steps=[2, 100]),
+     "sweep.steps must be below diffusion.timesteps (100) when sweep.samplers has DPM-Solver and sweep.spacings "
+     "leading or linspace (its grid adds a point), got 100"),
 ]
+
+
+def test_dpm_solver_may_take_every_step_on_trailing_spacing(tmp_path, tiny_params):
+    """Its trailing grid has n points (the bound above is only for leading and linspace), and it samples."""
+    from ldmpipe.diffusion.dpm_solver import DPMSolverPPSampler
+    from ldmpipe.diffusion.schedule import NoiseSchedule
+
+    tiny_params["sample"].update(sampler="dpm_solver_pp", spacing="trailing", steps=100)
+    tiny_params["sweep"].update(samplers=["dpm_solver_pp"], spacings=["trailing"], steps=[100])
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params))
+    sampler = DPMSolverPPSampler(NoiseSchedule.from_config("cosine", 100), spacing="trailing")
+    sampler.set_timesteps(params.sample.steps)
+    assert len(sampler.timesteps) == 100
 
 
 @pytest.mark.parametrize("edit, expected", CASES)

@@ -355,6 +355,14 @@ def check_consistency(p: Params) -> None:
         )
     if max(p.sweep.steps) > p.diffusion.timesteps:
         raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
+    # DPM-Solver's leading and linspace grids take n + 1 points and end at sigma = 0 (spacing.spaced_timesteps)
+    T, skips_zero = p.diffusion.timesteps, lambda sampler, spacing: sampler.startswith("dpm_solver") and spacing != "trailing"
+    if skips_zero(p.sample.sampler, p.sample.spacing) and p.sample.steps >= T:
+        raise ConfigError(f"sample.steps must be below diffusion.timesteps ({T}) for {p.sample.sampler} on "
+                          f"{p.sample.spacing} spacing (its grid adds a point), got {p.sample.steps}")  # fmt: skip
+    if any(skips_zero(s, sp) for s in p.sweep.samplers for sp in p.sweep.spacings) and max(p.sweep.steps) >= T:
+        raise ConfigError(f"sweep.steps must be below diffusion.timesteps ({T}) when sweep.samplers has DPM-Solver and "
+                          f"sweep.spacings leading or linspace (its grid adds a point), got {max(p.sweep.steps)}")  # fmt: skip
     for key in ("samplers", "spacings"):
         names = getattr(p.sweep, key)
         if len(set(names)) != len(names):

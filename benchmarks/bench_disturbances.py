@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. the evaluator, its reference, and the evaluate stage's floor images
     model, _ = load_model(Classifier, args.root / "data/evaluator/model.safetensors", device)
     extractor = ClassifierExtractor(model)
-    ref = Reference(**load_arrays(args.root / "data/evaluator/reference.safetensors")[0])
+    ref = Reference.load(args.root / "data/evaluator/reference.safetensors")
     train = load_arrays(args.root / "data/prepared/train.safetensors")[0]["images"]
     real = held_out_real(train, params.sample.n_samples, params.seed)
     accuracy = json.loads((args.root / "reports/evaluator.json").read_text())["val_accuracy"]

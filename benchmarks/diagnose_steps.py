@@ -78,7 +78,7 @@ def main() -> None:
     data = args.root / "data"
     device = runtime.setup("cpu")
     ev, _ = load_model(Classifier, data / "evaluator/model.safetensors", device)
-    score = SplitFID(ev, Reference(**load_arrays(data / "evaluator/reference.safetensors")[0]), device)
+    score = SplitFID(ev, Reference.load(data / "evaluator/reference.safetensors"), device)
     vae = load_autoencoder(data / "vae/model.safetensors", device)
     unet, extra = load_model(UNet, data / "diffusion/model.safetensors", device)
     d, scale = extra["diffusion"], float(extra["scale_factor"])

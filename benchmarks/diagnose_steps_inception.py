@@ -57,7 +57,7 @@ def main() -> None:
     data = args.root / "data"
     device = runtime.setup("cpu")
     ev, _ = load_model(Classifier, data / "evaluator/model.safetensors", device)
-    ref = Reference(**load_arrays(data / "evaluator/reference.safetensors")[0])
+    ref = Reference.load(data / "evaluator/reference.safetensors")
     inception = InceptionExtractor.from_fid_helper()
     vae = load_autoencoder(data / "vae/model.safetensors", device)
     unet, extra = load_model(UNet, data / "diffusion/model.safetensors", device)

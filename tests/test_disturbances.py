@@ -166,7 +166,7 @@ def test_default_evaluator_sees_every_disturbance(tmp_path, monkeypatch):
 
     model, _ = load_model(Classifier, paths["model"])
     extractor = ClassifierExtractor(model)
-    ref = Reference(**load_arrays(paths["reference"])[0])
+    ref = Reference.load(paths["reference"])
     real = held_out_real(load_arrays(paths["train"])[0]["images"], params.sample.n_samples, params.seed)
     table = fid_table(lambda x: extractor(x, params.evaluate.batch_size)[0], real, ref, params.seed)
     assert table_failures(table) == [], table

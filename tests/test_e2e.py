@@ -110,7 +110,7 @@ def test_metrics_are_those_of_the_samples_and_beat_broken_generators(dvc_repo):
     train = load_arrays(dvc_repo / "data/prepared/train.safetensors")[0]["images"]
     classifier, _ = load_model(Classifier, dvc_repo / "data/evaluator/model.safetensors")
     extractor = create_extractor("classifier", classifier=classifier)
-    ref = Reference(**load_arrays(dvc_repo / "data/evaluator/reference.safetensors")[0])
+    ref = Reference.load(dvc_repo / "data/evaluator/reference.safetensors")
 
     def fid(images: np.ndarray) -> float:
         return ref.fid(extractor(images, 50, "cpu")[0])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from ldmpipe.io import ArtifactError, atomic_path, load_arrays, save_arrays, write_json
+from ldmpipe.io import ArtifactError, atomic_path, load_arrays, pid_alive, read_json, save_arrays, write_json
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -50,3 +52,61 @@ def test_unreadable_arrays_name_the_file(tmp_path):
         load_arrays(tmp_path / "bad.safetensors")
     with pytest.raises(ArtifactError, match="none.safetensors: file not found"):
         load_arrays(tmp_path / "none.safetensors")
+
+
+def test_a_file_of_the_wrong_kind_names_the_file_and_what_it_holds(tmp_path):
+    """A missing array or metadata key (e.g. images given where latents are read) is an ArtifactError that
+    names the file and its keys, not a bare KeyError; present keys read as from a dict."""
+    save_arrays(tmp_path / "images.safetensors", {"images": np.zeros((2, 4, 4, 3), np.uint8)}, {"classes": ["a"]})
+    arrays, meta = load_arrays(tmp_path / "images.safetensors")
+    with pytest.raises(ArtifactError, match=r"images.safetensors: has no array 'latents' \(it holds 'images'\)"):
+        arrays["latents"]
+    with pytest.raises(ArtifactError, match=r"images.safetensors: has no metadata key 'scale_factor' \(it holds 'classes'\)"):
+        meta["scale_factor"]
+    assert arrays["images"].shape == (2, 4, 4, 3) and meta["classes"] == ["a"] and meta.get("x") is None
+
+
+def test_json_inputs_name_the_file(tmp_path):
+    write_json(tmp_path / "m.json", {"fid": 1.5})
+    assert read_json(tmp_path / "m.json")["fid"] == 1.5
+    with pytest.raises(ArtifactError, match=r"m.json: has no key 'classes' \(it holds 'fid'\)"):
+        read_json(tmp_path / "m.json")["classes"]
+    with pytest.raises(ArtifactError, match="none.json: file not found"):
+        read_json(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="bad.json: not a readable JSON file"):
+        read_json(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match="list.json: expected a JSON object, found list"):
+        read_json(tmp_path / "list.json")
+
+
+def test_stale_temp_files_are_removed_but_not_a_neighbours(tmp_path):
+    """A dead writer's temporary file of fid.json goes; the live temporary file of fid.4000000.json, whose
+    name also starts with '.fid.' and ends with '.tmp.json', stays (its first dotted part is not a pid)."""
+    dead = 2**22 + 12345  # above Linux's default pid_max, so no live process has it
+    assert not pid_alive(dead)
+    stale = tmp_path / f".fid.{dead}.abc_12.tmp.json"
+    neighbour = tmp_path / f".fid.{dead}.{os.getpid()}.xyz.tmp.json"  # fid.<dead>.json being written by us
+    stale.write_text("{}"), neighbour.write_text("{}")
+    write_json(tmp_path / "fid.json", {"fid": 1})
+    assert not stale.exists() and neighbour.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fid.json", neighbour.name])
+
+
+def test_a_stage_given_a_file_of_the_wrong_kind_says_so_in_one_line(tmp_path, capsys):
+    """prepare's images given as train-diffusion's latents: exit 1, one line naming the file, nothing written."""
+    from conftest import TINY
+
+    from ldmpipe.cli import main
+
+    images = tmp_path / "train.safetensors"
+    save_arrays(images, {"images": np.zeros((4, 32, 32, 3), np.uint8), "labels": np.zeros(4, np.int64)}, {"n": 4})
+    out = tmp_path / "out"
+    argv = ["train-diffusion", "--params", str(TINY), "--latents", str(images), "--model", f"{out}/m.safetensors",
+            "--live", f"{out}/live", "--val-latents", str(images), "--timestep-error", f"{out}/te.tsv",
+            "--timestep-figure", f"{out}/te.png"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{images}: has no metadata key 'scale_factor' (it holds 'n')" in err[0], err
+    assert not out.exists()

@@ -8,9 +8,11 @@ precision/recall against the reference features themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .io import load_arrays
 from .metrics import (
     feature_statistics,
     frechet_distance,
@@ -29,6 +31,12 @@ class Reference:
     mu: np.ndarray
     sigma: np.ndarray
     sqrt_sigma: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | Path) -> Reference:
+        """The reference saved by ``train_evaluator`` (`arrays`); another kind of file is an ArtifactError."""
+        arrays = load_arrays(path)[0]
+        return cls(*(arrays[k] for k in ("features", "mu", "sigma", "sqrt_sigma")))
 
     @classmethod
     def from_features(cls, features: np.ndarray) -> Reference:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,19 @@ class ArtifactError(ValueError):
     """An input artifact is missing, unreadable or of the wrong kind; the message names the file."""
 
 
+class Contents(dict):
+    """What a file holds (its arrays, metadata or JSON): a missing key raises an `ArtifactError` that names
+    the file and what it does hold (a file of the wrong kind given as input), not a bare ``KeyError``."""
+
+    def __init__(self, path: str | Path, what: str, items: Mapping[str, Any]):
+        super().__init__(items)
+        self.path, self.what = path, what
+
+    def __missing__(self, key: str) -> Any:
+        held = ", ".join(map(repr, sorted(self))) or "nothing"
+        raise ArtifactError(f"{self.path}: has no {self.what} {key!r} (it holds {held}): not the file this step reads")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -33,11 +47,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_LEFTOVER = re.compile(r"(\d+)(\.[A-Za-z0-9_]+)?")  # {pid} or {pid}.{mkstemp's random part}
+
+
 def remove_stale(folder: Path, prefix: str, suffix: str = "") -> None:
-    """Delete ``{prefix}{pid}.*{suffix}`` leftovers of killed writers (their pid is gone)."""
+    """Delete ``{prefix}{pid}{suffix}`` and ``{prefix}{pid}.{random}{suffix}`` leftovers of killed writers
+    (their pid is gone). Only names of exactly that form: the temporary file of a neighbour whose name
+    extends this prefix (``fid.4000000.json`` beside ``fid.json``) is not a leftover."""
     for p in folder.glob(f"{prefix}*{suffix}"):
-        pid = p.name[len(prefix) :].split(".")[0]
-        if not pid.isdigit() or pid_alive(int(pid)):
+        match = _LEFTOVER.fullmatch(p.name[len(prefix) : len(p.name) - len(suffix)])
+        if match is None or pid_alive(int(match[1])):
             continue
         if p.is_dir():
             shutil.rmtree(p)
@@ -92,8 +111,22 @@ def unpack_metadata(raw: Mapping[str, str] | None) -> dict[str, Any]:
     return json.loads((raw or {}).get("ldmpipe", "{}"))
 
 
-def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Load arrays and JSON-decoded metadata written by ``save_arrays``."""
+def read_json(path: str | Path) -> Contents:
+    """A JSON object from a file; a missing or malformed file, or a missing key, is an `ArtifactError`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return Contents(path, "key", data)
+
+
+def load_arrays(path: str | Path) -> tuple[Contents, Contents]:
+    """Load arrays and JSON-decoded metadata written by ``save_arrays``; a missing array or metadata key
+    raises an `ArtifactError` naming the file."""
     from safetensors import safe_open
 
     try:
@@ -104,7 +137,7 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
         raise ArtifactError(f"{path}: file not found") from None
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ArtifactError(f"{path}: not a readable safetensors file ({e})") from None
-    return arrays, meta
+    return Contents(path, "array", arrays), Contents(path, "metadata key", meta)
 
 
 def save_image(path: str | Path, image: Any) -> None:

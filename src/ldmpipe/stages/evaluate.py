@@ -25,7 +25,8 @@ from .. import runtime
 from ..config import ConfigError, Params
 from ..evaluation import MetricSettings, Reference, class_metrics, per_class_subset, score
 from ..features import FeatureExtractor, create_extractor
-from ..io import load_arrays, write_json
+from ..disturbances import held_out_real
+from ..io import ArtifactError, load_arrays, write_json
 from ..models.checkpoint import load_model
 from ..models.classifier import Classifier
 
@@ -70,15 +71,14 @@ def run(args: argparse.Namespace, params: Params) -> None:
     real = real_arrays["images"]
     n = len(samples)
     if n > len(real):
-        raise ValueError(f"{args.real}: {len(real)} real images cannot give a floor for {n} samples")
-    rng = np.random.default_rng(runtime.stage_seed(params.seed, "evaluate.floor"))
-    real = real[np.sort(rng.permutation(len(real))[:n])]
+        raise ArtifactError(f"{args.real}: {len(real)} real images cannot give a floor for {n} samples")
+    real = held_out_real(real, n, params.seed)
     settings = MetricSettings(cfg.is_splits, cfg.kid_subsets, cfg.kid_subset_size, cfg.pr_k,
                               runtime.stage_seed(params.seed, "evaluate.kid"))  # fmt: skip
 
     # 1. the classifier, against its stored features of the val split
     extractor = create_extractor("classifier", classifier=classifier)
-    ref = Reference(**load_arrays(args.reference)[0])
+    ref = Reference.load(args.reference)
     metrics = with_floor(extractor, ref, samples, real, settings, cfg.batch_size, device)
     metrics.update({
         "n_samples": n,
@@ -115,7 +115,7 @@ def conditional_metrics(extractor: FeatureExtractor, ref: Reference, samples: di
     bs, labels = params.evaluate.batch_size, samples["labels"]
     val = load_arrays(val_path)[0]
     if len(val["labels"]) != len(ref.features):
-        raise ValueError(f"{val_path}: {len(val['labels'])} images, but the evaluator's reference has {len(ref.features)}")
+        raise ArtifactError(f"{val_path}: {len(val['labels'])} images, but the evaluator's reference has {len(ref.features)}")
     features, probs = extractor(samples["images"], bs, device)
     counts = {int(k): int(n) for k, n in zip(*np.unique(labels, return_counts=True))}
     rng = np.random.default_rng(runtime.stage_seed(params.seed, "evaluate.class_floor"))

@@ -9,8 +9,6 @@ training the autoencoder does not wait for (or depend on) the evaluator.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +18,7 @@ from ..autoencoder_metrics import pca_2d, recon_metrics, reconstruct, ssim, vq_m
 from ..config import Params
 from ..features import FeatureExtractor, create_extractor
 from ..images import map_batches
-from ..io import load_arrays, save_figure, write_json
+from ..io import load_arrays, read_json, save_figure, write_json
 from ..metrics import feature_statistics, frechet_distance
 from ..models.autoencoder import KINDS, load_autoencoder
 from ..models.checkpoint import load_model
@@ -53,7 +51,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     classifier, _ = load_model(Classifier, args.evaluator, device)
     val = load_arrays(args.val)[0]
     images, labels = val["images"], val["labels"]
-    classes = json.loads(Path(args.meta).read_text())["classes"]
+    classes = read_json(args.meta)["classes"]
     kind = KINDS[type(vae)]
 
     # 1. reconstructions and their quality

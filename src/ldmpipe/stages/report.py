@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import yaml
 from .. import html_page, provenance
 from ..compare import MAIN_METRICS
 from ..config import Params, to_dict
-from ..io import ArtifactError, save_figure, write_text
+from ..io import ArtifactError, read_json, save_figure, write_text
 from ..plotting import loss_figure
 from .report_conditional import class_section, drawn_classes, guidance_section
 
@@ -175,7 +174,7 @@ def metrics_diff(m: dict, earlier: tuple[str, str, dict] | None) -> str:
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
-    load = lambda p: json.loads(Path(p).read_text())  # noqa: E731
+    load = read_json  # a missing file or key names the file
     meta, vae, lat, ae = load(args.meta), load(args.vae_metrics), load(args.latent_metrics), load(args.vae_eval)
     ev, dm, m = load(args.evaluator_metrics), load(args.diffusion_metrics), load(args.metrics)
     weighting = f", Min-SNR-γ={params.diffusion.min_snr_gamma:g}" if params.diffusion.loss_weighting == "min_snr" else ""

@@ -24,7 +24,7 @@ from ..config import Params
 from ..constants import SAMPLERS, SPACINGS
 from ..evaluation import Reference
 from ..generate import class_labels, generate, guide_for, make_sampler, nfe, schedule_of
-from ..io import load_arrays, save_image, write_json
+from ..io import save_image, write_json
 from ..metrics import extract, inception_score
 from ..models.autoencoder import Autoencoder, load_autoencoder
 from ..models.checkpoint import load_model
@@ -69,7 +69,7 @@ def load(args: argparse.Namespace, params: Params) -> Models:
     vae = load_autoencoder(args.vae, device)
     evaluator, _ = load_model(Classifier, args.evaluator, device)
     guide = guide_for(args.diffusion, params.sample.autoguidance, device)
-    return Models(unet, extra, vae, evaluator, Reference(**load_arrays(args.reference)[0]), device, guide)
+    return Models(unet, extra, vae, evaluator, Reference.load(args.reference), device, guide)
 
 
 def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_list: tuple[int, ...],

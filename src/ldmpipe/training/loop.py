@@ -17,7 +17,6 @@ tensors in between, and a non-finite loss is noted on the device and reported th
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any

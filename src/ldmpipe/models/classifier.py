@@ -49,6 +49,14 @@ def block_statistics(a: torch.Tensor) -> torch.Tensor:
     return torch.cat([a.mean((2, 3)), (a - local).abs().mean((2, 3))], dim=1)
 
 
+class SpatialMean(nn.Module):
+    """Global average pooling (B, C, H, W) -> (B, C). Its backward is deterministic on CUDA, where
+    ``nn.AdaptiveAvgPool2d``'s is not (``torch.use_deterministic_algorithms``); the CPU values are the same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
 class TopHead(nn.Linear):
     """The classification head: a linear map of the first ``in_features`` columns of the features
     (B, dim), the top features; the block statistics after them serve FID only."""
@@ -69,7 +77,7 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(
             _block(in_channels, c), nn.AvgPool2d(2),
             _block(c, 2 * c), nn.AvgPool2d(2),
-            _block(2 * c, 4 * c), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            _block(2 * c, 4 * c), SpatialMean(),
         )  # fmt: skip
         self.feature = nn.Sequential(nn.Linear(4 * c, feature_dim), nn.SiLU())
         self.head = TopHead(feature_dim, num_classes)

@@ -152,3 +152,20 @@ def test_nan_loss_names_the_step_and_the_last_good_state(work):
     assert all(torch.isfinite(v).all() for v in state["objects"]["model"].values())
     assert not (work / "out" / "nan" / "model.safetensors").exists()
     (work / path).unlink()
+
+
+def test_the_mps_generator_is_saved_and_restored(monkeypatch):
+    """On a Mac the global RNG that dropout draws from is the MPS generator's; a resume restores it (faked
+    here: no MPS on our machines), and a state saved without it still loads."""
+    from ldmpipe.training.resume import rng_state, set_rng_state
+
+    generator = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: generator["state"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: generator.update(state=s.clone()))
+    saved = rng_state()
+    generator["state"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # the run draws on
+    set_rng_state(saved)
+    assert generator["state"].tolist() == [1, 2, 3]
+    set_rng_state({"cpu": saved["cpu"]})  # a state from a machine without MPS
+    assert generator["state"].tolist() == [1, 2, 3]

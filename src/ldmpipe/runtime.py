@@ -129,7 +129,10 @@ def setup(device_spec: str) -> torch.device:
     # Flush subnormal floats to zero on CPU: tiny gradients and Adam moments otherwise become
     # subnormals, which x86 CPUs process 10-100x slower (seen here: 5x slower training).
     torch.set_flush_denormal(True)
-    return local_device(select_device(device_spec))
+    device = local_device(select_device(device_spec))
+    if device.type == "cuda":  # cuda:N becomes the current device: its RNG is the one a resume restores
+        torch.cuda.set_device(device)
+    return device
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -73,10 +73,13 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """The global RNGs (dropout and anything else not on a stage generator): the CPU's and, on a
-    CUDA machine, that of the current device only (each process trains on one device)."""
+    CUDA machine, that of the current device only (each process trains on one device, which
+    ``runtime.setup`` makes current); on a Mac, the MPS generator's."""
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -88,6 +91,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def state_of(obj: Any) -> Any:

@@ -205,13 +205,22 @@ def test_export_refuses_and_replaces(tmp_path, checkpoints):
 
 
 def test_known_differences_are_named():
-    """diffusers' DDIM lands on t - T // n (README: "Export to diffusers"), and its Heun scales x_T by
-    sigma_max at trailing/linspace spacing: the export says so, and the samples do differ."""
+    """diffusers' DDIM lands on t - T // n (README: "Export to diffusers"), its Heun scales x_T by sigma_max
+    at trailing/linspace spacing, and some of its grids visit other timesteps: the export says so, and the
+    samples do differ."""
     from ldmpipe.export import differences
 
-    assert differences("ddim", "leading", 100, 7) is None and differences("ddim", "trailing", 100, 4) is None
-    assert "t - T // n" in differences("ddim", "trailing", 100, 7) and "t - T // n" in differences("ddim", "linspace", 100, 4)
-    assert "sigma_max" in differences("heun", "trailing", 100, 4) and differences("dpm_solver_pp", "linspace", 100, 4) is None
+    d = DIFFUSION
+    assert differences("ddim", d, "leading", 7) is None and differences("ddim", d, "trailing", 4) is None
+    assert "t - T // n" in differences("ddim", d, "trailing", 7) and "t - T // n" in differences("ddim", d, "linspace", 4)
+    assert "sigma_max" in differences("heun", d, "trailing", 4) and differences("dpm_solver_pp", d, "linspace", 4) is None
+    # T = 1000: diffusers' trailing grid rounds n = 48 differently and has one timestep more at n = 61
+    big = {**d, "timesteps": 1000}
+    assert differences("dpm_solver_pp", big, "trailing", 50) is None
+    assert ("DPMSolverMultistepScheduler visits 48 timesteps where ldmpipe's dpm_solver_pp visits 48 (trailing spacing, "
+            "n = 48); the first difference, no. 4: 936 against 937") in differences("dpm_solver_pp", big, "trailing", 48)
+    assert ("DDPMScheduler visits 62 timesteps where ldmpipe's ddpm visits 61 (trailing spacing, n = 61); the first "
+            "difference, no. 62: -1 against none") in differences("ddpm", big, "trailing", 61)
     unet = random_unet()
     hf_unet = LDMPipeUNet(**unet.config).eval()
     hf_unet.unet.load_state_dict(unet.state_dict())

@@ -23,6 +23,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from .config import ConfigError, SampleConfig
 from .generate import guide_for
 from .io import ArtifactError, remove_stale
@@ -68,15 +70,31 @@ def scheduler_for(sampler: str, diffusion: dict, spacing: str):
     return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type=algorithm, solver_order=2)
 
 
-def differences(sampler: str, spacing: str, timesteps: int, steps: int) -> str | None:
-    """Where diffusers' scheduler does not compute what ours does (None: it does, to float32 rounding)."""
-    if sampler == "ddim" and (spacing == "linspace" or (spacing == "trailing" and timesteps % steps)):
-        return (f"diffusers' DDIM steps from t to t - T // n, not to the next of its {spacing} timesteps "
-                f"(T = {timesteps}, n = {steps}): its samples differ from ldmpipe's ddim")  # fmt: skip
+def differences(sampler: str, diffusion: dict, spacing: str, steps: int) -> str | None:
+    """Where diffusers' scheduler (`scheduler_for`) does not compute what our sampler does at ``steps``
+    (None: it does, to float32 rounding): the timesteps each visits, compared, and the known differences
+    in the update rules."""
+    from .generate import make_sampler, schedule_of
+
+    theirs = scheduler_for(sampler, diffusion, spacing)
+    theirs.set_timesteps(steps)
+    ours = make_sampler(sampler, schedule_of(diffusion), prediction=diffusion["prediction"], spacing=spacing)
+    ours.set_timesteps(steps)
+    a, b = (np.asarray(x, dtype=np.float64) for x in (theirs.timesteps, ours.timesteps))
+    notes = []
+    if a.shape != b.shape or not np.array_equal(a, b):
+        k = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), min(len(a), len(b)))  # the first that differs
+        at = lambda x: f"{x[k]:g}" if k < len(x) else "none"  # noqa: E731
+        notes.append(f"diffusers' {type(theirs).__name__} visits {len(a)} timesteps where ldmpipe's {sampler} visits "
+                     f"{len(b)} ({spacing} spacing, n = {steps}); the first difference, no. {k + 1}: {at(a)} against {at(b)}")  # fmt: skip
+    T = diffusion["timesteps"]
+    if sampler == "ddim" and (spacing == "linspace" or (spacing == "trailing" and T % steps)):
+        notes.append(f"diffusers' DDIM steps from t to t - T // n, not to the next of its {spacing} timesteps "
+                     f"(T = {T}, n = {steps})")  # fmt: skip
     if sampler == "heun" and spacing != "leading":
-        return (f"diffusers' Heun starts from x_T * sigma_max at {spacing} spacing, ldmpipe's from "
-                "x_T * sqrt(sigma_max^2 + 1): the same only where sigma_max >> 1")  # fmt: skip
-    return None
+        notes.append(f"diffusers' Heun starts from x_T * sigma_max at {spacing} spacing, ldmpipe's from "
+                     "x_T * sqrt(sigma_max^2 + 1): the same only where sigma_max >> 1")  # fmt: skip
+    return "; ".join(notes) + ": its samples differ from ldmpipe's" if notes else None
 
 
 def code_files() -> list[str]:
@@ -173,4 +191,4 @@ def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path
         _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {**index, "note": differences(sample.sampler, sample.spacing, extra["diffusion"]["timesteps"], sample.steps)}
+    return {**index, "note": differences(sample.sampler, extra["diffusion"], sample.spacing, sample.steps)}

@@ -41,6 +41,13 @@ def save_models(tmp_path) -> None:
     save_model(AutoencoderKL(3, 8, 4, 4), tmp_path / "vae.safetensors")
 
 
+def same_but_rounding(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal uint8 images up to the batched kernels' float rounding (~1e-7 per value, README: Reproducibility):
+    at most one level apart, at no more than 1 pixel value in 1000."""
+    diff = np.abs(a.astype(np.int16) - b)
+    return int(diff.max()) <= 1 and float((diff > 0).mean()) <= 1e-3
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "dpm_solver_pp_sde"])  # both draw noise at every step
 def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path, sampler):
     save_models(tmp_path)
@@ -48,9 +55,8 @@ def test_sample_i_is_the_same_whatever_the_batch_size(tmp_path, sampler):
     split = run_sample(tmp_path, batch_size=4, n=6, name="split", sampler=sampler)
     prefix = run_sample(tmp_path, batch_size=2, n=3, name="prefix", sampler=sampler)
     assert whole.shape == (6, 16, 16, 3) and whole.dtype == np.uint8
-    assert np.array_equal(whole, split)
-    assert np.array_equal(whole[:3], prefix)
-    assert not np.array_equal(whole[0], whole[1])
+    assert same_but_rounding(whole, split) and same_but_rounding(whole[:3], prefix)
+    assert not same_but_rounding(whole[0], whole[1])
 
 
 def test_trajectory_starts_at_the_samples_noise_and_ends_at_the_samples(tmp_path):
@@ -115,7 +121,7 @@ def test_class_model_sample_i_is_the_same_whatever_the_batch_size(tmp_path):
     assert whole["labels"].tolist() == [0, 1, 2, 0, 1, 2, 0]
     for arrays in (split, prefix):
         n = len(arrays["images"])
-        assert np.array_equal(arrays["images"], whole["images"][:n]) and np.array_equal(arrays["labels"], whole["labels"][:n])
+        assert same_but_rounding(arrays["images"], whole["images"][:n]) and np.array_equal(arrays["labels"], whole["labels"][:n])
     assert meta == {"sampler": "ddpm", "steps": 5, "guidance_scale": 2.0, "nfe": 10, "classes": ["class0", "class1", "class2"]}
     other, _ = run_conditional(tmp_path, "w1", batch_size=7, n_samples=7, guidance_scale=1.0)
     assert not np.array_equal(other["images"], whole["images"])  # the guidance scale changes the samples

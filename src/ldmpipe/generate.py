@@ -1,8 +1,9 @@
 """Images from a trained latent diffusion model: sampler construction and per-sample-seeded generation.
 
 Shared by the ``sample``, ``sweep`` and ``guidance_sweep`` stages.  Sample i starts from its own seed
-(derived from the global seed and i), so it does not depend on the batch size or on how many are
-drawn; from a class-conditional model it is also drawn from its own class, a function of i alone
+(derived from the global seed and i), so its noise does not depend on the batch size or on how many
+are drawn (its pixels can: the network's batched kernels round differently, by ~1e-7, which can move a
+uint8 pixel by one level); from a class-conditional model it is also drawn from its own class, a function of i alone
 (`guidance.sample_classes`), with classifier-free guidance at scale w (`guidance.GuidedModel`). With a
 ``guide`` network and ``autoguidance`` w_g != 1 either kind is also autoguided (`guidance.AutoGuidedModel`).
 ``trajectory`` replays the first samples and shows x_t and the predicted x0 along the way.

@@ -9,7 +9,7 @@ file verbatim to the folder's root; it imports only torch and diffusers:
     images = pipe(batch_size=16, generator=[torch.Generator().manual_seed(i) for i in range(16)]).images
 
 A list of B CPU generators draws latent row i from generator i, as ldmpipe's per-sample seeds do, so
-image i does not depend on the batch size.
+image i does not depend on the batch size (up to the float rounding of batched kernels).
 
 A class-conditional model (``unet.config.num_classes`` K > 0) samples with classifier-free guidance
 (Ho & Salimans 2022) as ldmpipe does: ``out = out_null + w (out_class - out_null)`` on the network's

@@ -1,7 +1,7 @@
 """Stage ``sample``: the chosen sampler on the EMA UNet, decoded by the autoencoder.
 
-Sample i starts from its own seed (derived from ``seed`` and i), so it does not depend on the
-batch size or on how many samples are drawn.  A class-conditional model draws sample i from class
+Sample i starts from its own seed (derived from ``seed`` and i), so its noise does not depend on
+the batch size or on how many samples are drawn (its pixels only up to float rounding: `generate`).  A class-conditional model draws sample i from class
 ``sample.classes[i mod len]`` (all classes by default) with classifier-free guidance at
 ``sample.guidance_scale``; the labels are saved with the images, and the grid has one row per class.
 ``sample.autoguidance`` w_g != 1 also guides either kind by the guide stored with the weights

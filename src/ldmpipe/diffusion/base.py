@@ -78,6 +78,10 @@ class SingleStepSampler(Sampler):
     """A sampler whose step from t lands on the next entry of `timesteps` (DDPM, DDIM): one model
     evaluation per step, no state between steps."""
 
+    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", spacing: str = "leading") -> None:
+        super().__init__(schedule, prediction=prediction, spacing=spacing)
+        self._next: dict[int, int] = {}  # timestep -> the one a step from it lands on (`set_timesteps`)
+
     def set_timesteps(self, num_inference_steps: int) -> None:
         """n descending int64 timesteps (see `spacing.spaced_timesteps`).
 

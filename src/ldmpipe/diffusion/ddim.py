@@ -35,7 +35,6 @@ class DDIMSampler(SingleStepSampler):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         self.eta = eta
-        self._next: dict[int, int] = {}
 
     def step(
         self,

@@ -14,15 +14,10 @@ import torch
 from .base import SingleStepSampler
 from .noise import GeneratorArg, randn_per_sample
 from .parameterization import predict_x0
-from .schedule import NoiseSchedule
 
 
 class DDPMSampler(SingleStepSampler):
     """Stochastic reverse process p_theta(x_{t-1} | x_t) with sigma_t^2 = beta-tilde_t (eq. 7)."""
-
-    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", spacing: str = "leading") -> None:
-        super().__init__(schedule, prediction=prediction, spacing=spacing)
-        self._next: dict[int, int] = {}
 
     def step(
         self,

@@ -1,7 +1,7 @@
-"""Noise-prediction UNet (Ho et al. 2020, appendix B; Dhariwal & Nichol 2021, sec. 3).
+"""The denoising UNet (Ho et al. 2020, appendix B; Dhariwal & Nichol 2021, sec. 3).
 
-Input: noisy scaled latents (B, C, h, w) and integer timesteps (B,).  Output: the predicted noise,
-same shape as the input.  Resolution levels halve the feature map; self-attention runs at the
+Input: noisy scaled latents (B, C, h, w) and integer timesteps (B,).  Output: same shape as the input,
+whatever ``diffusion.prediction`` trains it to predict: the noise, x0 or v (`diffusion.parameterization`).  Resolution levels halve the feature map; self-attention runs at the
 feature-map sizes listed in ``attention_resolutions``.
 
 With ``num_classes`` K > 0 the network is class-conditional: a learned embedding of the class label

@@ -17,7 +17,7 @@ from ..compare import MAIN_METRICS
 from ..config import Params, to_dict
 from ..io import ArtifactError, read_json, save_figure, write_text
 from ..plotting import loss_figure
-from .report_conditional import class_section, drawn_classes, guidance_section
+from .report_conditional import class_section, drawn_classes, guidance_section, table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,11 +50,6 @@ def read_curve(path: str) -> tuple[np.ndarray, np.ndarray]:
         rows = list(csv.DictReader(f, delimiter="\t"))
     name = next(k for k in rows[0] if k != "step")
     return np.array([int(r["step"]) for r in rows]), np.array([float(r[name]) for r in rows])
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def autoencoder_section(params: Params, ae: dict, lat: dict, figures: str) -> str:

@@ -13,7 +13,8 @@ from ..config import Params
 from ..diffusion.guidance import model_passes
 
 
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    """A Markdown table of string cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
@@ -44,7 +45,7 @@ were asked for; its ceiling, the evaluator's accuracy on the real validation ima
 {m['class_accuracy_real']:.2%}. Per-class FID compares a class's samples with its own validation images; it is
 biased upwards at these small n, so read it beside its floor (held-out real images of the class, same n).
 
-{_table(rows, ("class", "samples", "class accuracy ↑", "FID ↓", "floor (real, same n)"))}"""
+{table(rows, ("class", "samples", "class accuracy ↑", "FID ↓", "floor (real, same n)"))}"""
 
 
 def _passes(m: dict) -> str:
@@ -76,7 +77,7 @@ costs two passes per step. Each row draws the sample stage's {s.n_samples} sampl
 steps, the same seeds and classes), so its FID is comparable with the metrics above. Best FID: w =
 {float(best['guidance_scale']):g} ({float(best['fid']):.3f}).
 
-{_table(cells, ("w", "NFE", "FID ↓", "class accuracy ↑", "IS ↑"))}
+{table(cells, ("w", "NFE", "FID ↓", "class accuracy ↑", "IS ↑"))}
 
 ![guidance]({rel(figure)})
 

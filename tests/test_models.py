@@ -190,6 +190,18 @@ def test_checkpoint_that_does_not_fit_its_config_is_refused(tmp_path):
         load_model(AutoencoderKL, path)
 
 
+def test_checkpoint_whose_config_its_class_refuses_names_the_file(tmp_path):
+    """A config value the constructor refuses (ValueError) is an ArtifactError naming the file, not a traceback."""
+    from ldmpipe.models.classifier import Classifier
+
+    model = Classifier(3, 5, 8, 16, 1, True)
+    model.config["stat_blocks"] = 7
+    save_model(model, tmp_path / "evaluator.safetensors")
+    with pytest.raises(ArtifactError, match=r"evaluator.safetensors: its config does not build a Classifier \(.*\): "
+                                            r"stat_blocks must be 0, 1 or 2"):
+        load_model(Classifier, tmp_path / "evaluator.safetensors")
+
+
 def test_pickle_is_never_executed(tmp_path):
     """A malicious pickle where a checkpoint is expected is refused without running anything."""
     marker = tmp_path / "pwned"

@@ -81,8 +81,11 @@ def _build(classes: tuple[type[M], ...], path: Path, meta: dict, state: dict, de
     cls, config = known[meta["class"]], meta["config"]
     try:
         model = cls(**config)
+    except (TypeError, ValueError) as e:  # an unknown key, or a value the class refuses
+        raise ArtifactError(f"{path}: its config does not build a {cls.__name__} ({config}): {e}") from None
+    try:
         model.load_state_dict(state, strict=True)
-    except (TypeError, RuntimeError) as e:
+    except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ArtifactError(f"{path}: weights do not match {cls.__name__}({config}): {first}") from None
     return model.to(device).eval(), meta["extra"]

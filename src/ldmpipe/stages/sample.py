@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     d = extra["diffusion"]
     schedule = schedule_of(d)
     if cfg.steps > schedule.num_timesteps:
-        raise ConfigError(f"sample.steps must be at most the model's {schedule.num_timesteps} timesteps")
+        raise ConfigError(f"sample.steps must be at most the model's {schedule.num_timesteps} timesteps ({args.diffusion}), got {cfg.steps}")
     sampler = make_sampler(cfg.sampler, schedule, prediction=d["prediction"], spacing=cfg.spacing, eta=cfg.eta)
     labels = class_labels(unet, cfg.classes, cfg.n_samples)  # (N,) for a class model, else None
     w = cfg.guidance_scale

@@ -122,8 +122,8 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     params = pretrained_params(yaml.safe_load((repo / "params.yaml").read_text()), folder)
     write_params(repo / "params.yaml", params)
     env = {**ENV, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path_factory.mktemp("hf"))}
-    ran = ran_stages(sh("dvc repro evaluate evaluate_vae", repo, env))
-    assert {"train_vae", "encode", "evaluate_vae", "train_diffusion", "sample", "evaluate"} <= ran
+    ran = ran_stages(sh("dvc repro", repo, env))  # the whole DAG, the report included
+    assert {"train_vae", "encode", "evaluate_vae", "train_diffusion", "sample", "evaluate", "report"} <= ran
     return repo, folder, env
 
 
@@ -177,7 +177,7 @@ def test_encode_uses_it_and_scales_by_std(run):
 
 @pytest.mark.e2e
 def test_samples_are_decoded_with_it(run):
-    repo, _, _ = run
+    repo, folder, _ = run
     from ldmpipe import runtime
     from ldmpipe.config import load_params
     from ldmpipe.generate import generate, make_sampler, schedule_of
@@ -199,6 +199,8 @@ def test_samples_are_decoded_with_it(run):
     ae = json.loads((repo / "reports/vae_metrics.json").read_text())
     assert ae["kind"] == "pretrained" and all(math.isfinite(ae[k]) for k in ("val_mse", "val_psnr", "val_ssim", "rfid"))
     assert math.isfinite(json.loads((repo / "reports/metrics.json").read_text())["fid"])
+    report = (repo / "reports/report.md").read_text()
+    assert f"Pretrained diffusers AutoencoderKL from `{folder}` (not trained here)" in report
 
 
 @pytest.mark.e2e

@@ -46,10 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_curve(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a DVCLive metric's .tsv (step, then the metric); empty if nothing was logged."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    name = next(k for k in rows[0] if k != "step")
-    return np.array([int(r["step"]) for r in rows]), np.array([float(r[name]) for r in rows])
+        reader = csv.DictReader(f, delimiter="\t")
+        rows, name = list(reader), next(k for k in reader.fieldnames or () if k != "step")
+    return np.array([int(r["step"]) for r in rows], dtype=np.int64), np.array([float(r[name]) for r in rows])
 
 
 def autoencoder_section(params: Params, ae: dict, lat: dict, figures: str) -> str:
@@ -75,7 +76,8 @@ def autoencoder_section(params: Params, ae: dict, lat: dict, figures: str) -> st
     )  # fmt: skip
     what = {"kl": f"KL-regularised (KL weight {params.vae.kl_weight:g})",
             "vq": f"VQ ({params.vae.codebook_size} codes, β={params.vae.beta:g}, "
-                  f"{'EMA codebook' if params.vae.codebook_ema else 'codebook loss'})"}[ae["kind"]]  # fmt: skip
+                  f"{'EMA codebook' if params.vae.codebook_ema else 'codebook loss'})",
+            "pretrained": f"Pretrained diffusers AutoencoderKL from `{params.vae.pretrained}` (not trained here)"}[ae["kind"]]  # fmt: skip
     adv = f", adversarial (PatchGAN, weight {params.vae.disc_weight:g} from step {params.vae.disc_start})" if params.vae.disc_weight else ""
     return f"""## Autoencoder
 
@@ -175,8 +177,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
     weighting = f", Min-SNR-γ={params.diffusion.min_snr_gamma:g}" if params.diffusion.loss_weighting == "min_snr" else ""
     target = {"epsilon": "ε", "sample": "x0", "v_prediction": "v"}[params.diffusion.prediction]
     diffusion_loss = f"diffusion ({target}-MSE{weighting})"
-    reg = {"kl": "KL", "vq": "VQ"}[ae["kind"]] + ("+GAN" if params.vae.disc_weight else "")
-    fig = loss_figure({f"autoencoder (L1+MSE+{reg})": read_curve(args.vae_loss), diffusion_loss: read_curve(args.diffusion_loss)})
+    curves = {diffusion_loss: read_curve(args.diffusion_loss)}
+    if ae["kind"] != "pretrained":  # a pretrained autoencoder logs no loss
+        reg = {"kl": "KL", "vq": "VQ"}[ae["kind"]] + ("+GAN" if params.vae.disc_weight else "")
+        curves = {f"autoencoder (L1+MSE+{reg})": read_curve(args.vae_loss), **curves}
+    fig = loss_figure(curves)
     save_figure(args.loss_figure, fig)
 
     out_dir = Path(args.out).parent
@@ -213,10 +218,12 @@ def run(args: argparse.Namespace, params: Params) -> None:
     project = Path(args.params).resolve().parent
     state = provenance.work_tree(project, ignore=[out_dir.resolve(), project / "dvc.lock"])
     earlier = provenance.earlier_json(project, Path(args.metrics).resolve(), m)
+    trained_vae = [] if ae["kind"] == "pretrained" else [  # a pretrained autoencoder was not trained here
+        (f"final autoencoder ({ae['kind']}) loss", f"{vae['loss']:.4f} after {vae['step']} steps")]
     others = table(
         [
             ("evaluator validation accuracy", f"{ev['val_accuracy']:.4f}"),
-            (f"final autoencoder ({ae['kind']}) loss", f"{vae['loss']:.4f} after {vae['step']} steps"),
+            *trained_vae,
             (f"final {diffusion_loss} loss", f"{dm['loss']:.4f} after {dm['step']} steps"),
         ],
         ("quantity", "value"),

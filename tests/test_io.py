@@ -110,3 +110,17 @@ def test_a_stage_given_a_file_of_the_wrong_kind_says_so_in_one_line(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{images}: has no metadata key 'scale_factor' (it holds 'n')" in err[0], err
     assert not out.exists()
+
+
+def test_written_files_get_the_mode_of_the_umask(tmp_path):
+    """Not mkstemp's 0600: colleagues on a shared filesystem read each other's models and reports."""
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {})
+        save_arrays(tmp_path / "b.safetensors", {"x": np.zeros(2)})
+        os.umask(0o077)
+        write_json(tmp_path / "c.json", {})
+    finally:
+        os.umask(old)
+    modes = [(tmp_path / n).stat().st_mode & 0o777 for n in ("a.json", "b.safetensors", "c.json")]
+    assert modes == [0o644, 0o644, 0o600]

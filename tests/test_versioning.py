@@ -134,10 +134,14 @@ def test_plots_diff_and_compare_across_commits(repo, tmp_path):
     assert "reports/train_diffusion/plots/metrics/loss.tsv" in page
     assert "HEAD~1" in page and "HEAD~2" in page
     assert "precision" in sh("dvc metrics diff HEAD~1", repo) and "fid" in sh("dvc metrics diff HEAD~2", repo)
-    out = sh("ldmpipe compare HEAD HEAD~1 HEAD~2", repo)
+    out = sh("ldmpipe compare HEAD~2 HEAD HEAD~1", repo)
     md = (repo / "reports/compare.md").read_text()
     for text in ("evaluate.pr_k", "sample.steps", "precision", "fid", "fid_real_floor", "HEAD~2"):
         assert text in md and text in out
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:]  # after the header
+    assert rows == ["HEAD~2", "HEAD", "HEAD~1"]  # the named revisions only, in the order named
+    bad = subprocess.run(["ldmpipe", "compare", "HEAD", "nosuchrev"], cwd=repo, capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nosuchrev" in bad.stderr, bad.stderr
     assert (repo / "reports/figures/compare_fid.png").read_bytes()[:4] == b"\x89PNG"
     default = sh("ldmpipe compare", repo)  # workspace, recent commits and experiments
     assert "workspace" in default

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config import ConfigError
 from .io import save_figure, write_text
 
 MAIN_METRICS = ("fid", "fid_real_floor", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall")
@@ -42,10 +43,17 @@ def _missing(v) -> bool:
 
 
 def collect(repo: str = ".", revs: Sequence[str] = (), num: int = 5) -> pd.DataFrame:
-    """One row per revision (workspace, commits, experiments): its differing params and main metrics."""
+    """One row per revision: its differing params and main metrics. No ``revs``: the workspace, the last
+    ``num`` commits and their experiments; else exactly the named revisions (commits or experiment names),
+    in the order given."""
     import dvc.api
+    from dvc.exceptions import DvcException
+    from dvc.scm import RevError
 
-    rows = dvc.api.exp_show(repo=repo, revs=list(revs) or None, num=num if not revs else 1)
+    try:
+        rows = dvc.api.exp_show(repo=repo, revs=list(revs) or None, num=num if not revs else 1)
+    except (RevError, DvcException) as e:
+        raise ConfigError(f"compare: {e} (name git revisions or experiments)") from None
     param_keys = set(_flatten(dvc.api.params_show(repo=repo)))
     named = {_commit(repo, r): r for r in revs}  # label commits with the names the user gave
     records = []
@@ -61,6 +69,10 @@ def collect(repo: str = ".", revs: Sequence[str] = (), num: int = 5) -> pd.DataF
             elif key in MAIN_METRICS and path in ("", METRICS_FILE):
                 rec[key] = None if _missing(v) else float(v)
         records.append(rec)
+    if revs:  # exp_show adds the workspace and each commit's experiments: keep the named ones
+        records = sorted((r for r in records if r["revision"] in revs), key=lambda r: list(revs).index(r["revision"]))
+        if missing := [r for r in revs if r not in {rec["revision"] for rec in records}]:
+            raise ConfigError(f"compare: no run found for {', '.join(map(repr, missing))}")
     table = pd.DataFrame.from_records(records).set_index("revision")
     params = [c for c in table if c.startswith("param:")]
     same = [c for c in params if table[c].astype(str).nunique(dropna=False) <= 1]

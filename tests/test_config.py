@@ -259,6 +259,12 @@ def test_unreadable_files_name_the_file(tmp_path):
         load_params(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("seed: [1,\n")
+    text = (ROOT / "params.yaml").read_text().replace("  steps: 10\n", "  steps: 10\n  steps: 9\n", 1)
+    assert text != (ROOT / "params.yaml").read_text()
+    (tmp_path / "twice.yaml").write_text(text)
+    line = text.splitlines().index("  steps: 9") + 1
+    with pytest.raises(ConfigError, match=f"twice.yaml: duplicate key 'steps' \\(line {line}\\): a key may appear once"):
+        load_params(tmp_path / "twice.yaml")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_params(broken)
 

@@ -467,9 +467,24 @@ def check_inception_weights(w: str | None) -> None:
         )
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, where ``2e-3`` (no dot) is a string; DVC writes params with YAML
-    1.2, where it is a float.  Resolve floats as YAML 1.2 does, so ``-S train.lr=2e-3`` works."""
+    1.2, where it is a float.  Resolve floats as YAML 1.2 does, so ``-S train.lr=2e-3`` works.
+
+    A key given twice in one mapping is an error, as for DVC (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -487,6 +502,8 @@ def load_params(path: str | Path) -> Params:
         raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e.problem} (line {e.problem_mark.line + 1}): a key may appear once") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""

@@ -19,6 +19,7 @@ torchvision is imported only when an Inception network is built.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .metrics import extract
 
@@ -195,7 +197,8 @@ class InceptionExtractor:
     def __call__(self, images: np.ndarray, batch_size: int, device: torch.device | str = "cpu"):
         self.net.to(device)
         feats, probs = [], []
-        for start in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)  # a bar: ~0.3 s per image on a 2-core CPU
+        for start in tqdm(starts, desc="Inception features", unit="batch", file=sys.stderr, disable=len(starts) < 2):
             f, logits = self.features_and_logits(self.preprocess(images[start : start + batch_size], device))
             feats.append(f.cpu().double().numpy())  # float64 on the CPU (MPS has none)
             if logits is not None:

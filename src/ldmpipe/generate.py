@@ -11,10 +11,12 @@ uint8 pixel by one level); from a class-conditional model it is also drawn from 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import runtime
 from .config import ConfigError
@@ -52,7 +54,7 @@ def generate(
     batch_size: int,
     seed: int,
     device: torch.device,
-    progress: bool = True,
+    progress: bool | str = True,
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     make_model: Callable[[int, int], Callable] | None = None,
@@ -81,7 +83,7 @@ def sample_latents(
     batch_size: int,
     seed: int,
     device: torch.device,
-    progress: bool = True,
+    progress: bool | str = True,
     labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     make_model: Callable[[int, int], Callable] | None = None,
@@ -94,10 +96,15 @@ def sample_latents(
     samples with classifier-free guidance at ``guidance_scale``; an unconditional one takes neither. At
     ``autoguidance`` w_g != 1 both are also guided by ``guide`` (`sampling_model`).
     ``make_model(start, stop)``, if given, is the ``model(x, t)`` that samples rows start..stop-1 instead
-    (another guidance of ``unet``, which then takes no ``labels``)."""
+    (another guidance of ``unet``, which then takes no ``labels``). ``progress``: one bar over every
+    sampler step of every batch (a string: its label), or none."""
     if make_model is None and (labels is None) != (unet.num_classes == 0):
         raise ValueError("a class-conditional UNet samples with labels (N,), an unconditional one without")
     shape = (unet.config["in_channels"], unet.config["sample_size"], unet.config["sample_size"])
+    sampler.set_timesteps(steps)
+    bar = tqdm(total=-(-n // batch_size) * len(sampler.timesteps), desc=progress if isinstance(progress, str) else "sampling",
+               unit="step", file=sys.stderr, disable=progress is False)  # fmt: skip
+    tick = lambda *_: bar.update()  # noqa: E731  (sample_loop's callback: once per network evaluation)
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
         gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
@@ -107,7 +114,8 @@ def sample_latents(
         else:
             rows = None if labels is None else labels[start : idx.stop]
             model = sampling_model(unet, rows, guidance_scale, guide, autoguidance)
-        yield sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=progress)  # (B, z, h, w)
+        yield sample_loop(model, sampler, (len(idx), *shape), gens, device, progress=False, callback=tick)  # (B, z, h, w)
+    bar.close()
 
 
 def sampling_model(unet: UNet, labels: torch.Tensor | None, guidance_scale: float, guide: UNet | None,

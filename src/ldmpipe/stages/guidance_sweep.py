@@ -47,7 +47,7 @@ def measure(m: Models, params: Params) -> tuple[list[dict], list]:
     rows, panels = [], []
     for w in params.sweep.guidance:
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, cfg.steps, cfg.n_samples, cfg.batch_size,
-                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w, guide=m.guide,
+                          params.seed, m.device, progress=f"guidance sweep, w = {w:g}", labels=labels, guidance_scale=w, guide=m.guide,
                           autoguidance=cfg.autoguidance)  # fmt: skip
         feats, probs = extract(m.evaluator.features, m.evaluator.head, images, cfg.batch_size, m.device)
         row = {"guidance_scale": w, "nfe": nfe(sampler, m.unet, w, cfg.autoguidance), "fid": m.reference.fid(feats),

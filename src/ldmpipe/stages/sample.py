@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     guided += f", autoguidance {w_g:g} (guide: step {extra.get('guide_step')})" if guide is not None else ""
     print(f"sample: {cfg.n_samples} images with {cfg.sampler} ({cfg.steps} steps, {cfg.spacing} spacing{guided})")
     images = generate(unet, vae, extra["scale_factor"], sampler, cfg.steps, cfg.n_samples, cfg.batch_size,
-                      params.seed, device, labels=labels, guidance_scale=w, guide=guide, autoguidance=w_g)  # fmt: skip
+                      params.seed, device, progress="sample", labels=labels, guidance_scale=w, guide=guide, autoguidance=w_g)  # fmt: skip
     arrays, meta = {"images": images}, {"sampler": cfg.sampler, "steps": cfg.steps}
     if labels is not None:  # a class model: each sample's class, the class names and the guidance beside them
         arrays["labels"] = labels.numpy()

@@ -83,7 +83,7 @@ def measure(m: Models, params: Params, sampler_name: str, spacing: str, steps_li
     for steps in steps_list:
         start = time.perf_counter()
         images = generate(m.unet, m.vae, m.extra["scale_factor"], sampler, steps, cfg.n_samples, cfg.batch_size,
-                          params.seed, m.device, progress=False, labels=labels, guidance_scale=w, guide=m.guide,
+                          params.seed, m.device, progress=f"sweep {label}, {steps} steps", labels=labels, guidance_scale=w, guide=m.guide,
                           autoguidance=w_g)  # (N, H, W, C) uint8; fmt: skip
         seconds = time.perf_counter() - start
         feats, probs = extract(m.evaluator.features, m.evaluator.head, images, cfg.batch_size, m.device)

@@ -134,7 +134,7 @@ def test_load_autoencoder_builds_either_kind_and_refuses_others(tmp_path):
     save_model(build_autoencoder("kl", 3, 8, 4, 4), tmp_path / "kl.safetensors")
     assert isinstance(load_autoencoder(tmp_path / "kl.safetensors"), AutoencoderKL)
     save_model(Classifier(3, 5, 8, 16), tmp_path / "clf.safetensors")
-    with pytest.raises(ArtifactError, match="expected a AutoencoderKL, AutoencoderVQ or PretrainedAutoencoderKL checkpoint, found 'Classifier'"):
+    with pytest.raises(ArtifactError, match="expected an AutoencoderKL, AutoencoderVQ or PretrainedAutoencoderKL checkpoint, found 'Classifier'"):
         load_autoencoder(tmp_path / "clf.safetensors")
 
 

@@ -33,7 +33,8 @@ class Contents(dict):
         self.path, self.what = path, what
 
     def __missing__(self, key: str) -> Any:
-        held = ", ".join(map(repr, sorted(self))) or "nothing"
+        names = sorted(self)
+        held = ", ".join(map(repr, names[:8])) + (f" and {len(names) - 8} more" if len(names) > 8 else "") or "nothing"
         raise ArtifactError(f"{self.path}: has no {self.what} {key!r} (it holds {held}): not the file this step reads")
 
 

@@ -77,7 +77,8 @@ def _build(classes: tuple[type[M], ...], path: Path, meta: dict, state: dict, de
     if meta.get("class") not in known or "config" not in meta:
         names = list(known)
         expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-        raise ArtifactError(f"{path}: expected a {expected} checkpoint, found {meta.get('class', 'no class')!r}")
+        article = "an" if expected[0] in "AEIOU" else "a"
+        raise ArtifactError(f"{path}: expected {article} {expected} checkpoint, found {meta.get('class', 'no class')!r}")
     cls, config = known[meta["class"]], meta["config"]
     try:
         model = cls(**config)
@@ -87,5 +88,6 @@ def _build(classes: tuple[type[M], ...], path: Path, meta: dict, state: dict, de
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        first = first if len(first) <= 200 else first[:200] + " ..."  # key lists run to hundreds of names
         raise ArtifactError(f"{path}: weights do not match {cls.__name__}({config}): {first}") from None
     return model.to(device).eval(), meta["extra"]

@@ -241,7 +241,7 @@ def train_loop(
             check_finite()
             means = _window_means(window, shard)
             means["lr"] = sched.get_last_lr()[0]
-            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
+            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", refresh=False)  # redrawn with the step count
             if log is not None:
                 log(step, means)
             history.append((step, means))

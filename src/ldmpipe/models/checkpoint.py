@@ -77,7 +77,7 @@ def _build(classes: tuple[type[M], ...], path: Path, meta: dict, state: dict, de
     if meta.get("class") not in known or "config" not in meta:
         names = list(known)
         expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-        article = "an" if expected[0] in "AEIOU" else "a"
+        article = "an" if expected[0] in "AEIO" else "a"  # a UNet
         raise ArtifactError(f"{path}: expected {article} {expected} checkpoint, found {meta.get('class', 'no class')!r}")
     cls, config = known[meta["class"]], meta["config"]
     try:

@@ -15,14 +15,34 @@
 # holding other stages' outputs becomes a dependency on those output files.
 import itertools
 import re
+import sys
 
 import yaml
 
+from ldmpipe.config import ConfigError, load_params
+
 configfile: "params.yaml"
+
+try:  # every key of the file, validated as the workflow is parsed: before any job is chosen, run or removed
+    load_params("params.yaml")
+except ConfigError as e:
+    sys.exit(f"ldmpipe check: error: {e}")
 
 report: "captions/workflow.rst"
 
 DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
+
+# dvc.yaml's `check` stage (every key of params.yaml, validated before any stage runs) is no rule here:
+# a rule that read every param would rerun with any of them and, its output being newer, make every
+# job downstream rerun too. The file is validated at parse time (above), and the same command runs
+# before any job to write the same stamp; with --no-environment, as a cluster's head node may lack the
+# device or paths its jobs have (each stage checks its own machine when it starts).
+CHECK = DVC.pop("check")
+_STAMP = CHECK["outs"][0]
+
+
+onstart:
+    shell(f"ldmpipe check --params params.yaml --no-environment --stamp {_STAMP}")
 
 # Engine-specific settings, not graph: threads, memory, runtime and GPUs per rule, declared in
 # resources.yaml (read here, at parse time; nothing reads workflow.cores, so `--executor slurm`
@@ -106,9 +126,10 @@ ALL_OUTPUTS = [p for s in DVC.values() for p in concrete_outputs(s)]
 
 
 def inputs(stage):
-    """A folder dependency that holds other stages' outputs stands for those files."""
+    """A folder dependency that holds other stages' outputs stands for those files (the check stamp,
+    written by onstart, is no input)."""
     result = []
-    for dep in map(wildcarded, paths(stage.get("deps"))):
+    for dep in map(wildcarded, [p for p in paths(stage.get("deps")) if p != _STAMP]):
         inside = [p for p in ALL_OUTPUTS if p.startswith(dep.rstrip("/") + "/")]
         result += inside if inside and dep not in ALL_OUTPUTS else [dep]
     return result

@@ -61,6 +61,8 @@ def _resolved() -> dict[str, list[str]]:
 
 STAGES = _resolved()  # the stages of a tiny-config repo (its sweep matrix may differ from params.yaml's)
 OUTPUTS = sorted(o for outs in STAGES.values() for o in outs)
+SNAKEMAKE_JOBS = sorted(n for n in STAGES if n != "check")  # dvc.yaml's check stage: the Snakefile's onstart hook
+CHECK_STAMP = STAGES["check"][0]  # written by both engines, read by no stage
 # The sweep's uncached timing metrics hold wall times, which differ between runs by nature; every
 # other output (the sweep's rows and grids included) must be byte-identical run after run and
 # engine after engine.

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DATED_ENV, OUTPUTS, ROOT, STAGES, TIMED, make_repo, sh
+from conftest import DATED_ENV, OUTPUTS, ROOT, SNAKEMAKE_JOBS, TIMED, make_repo, sh
 
 pytestmark = pytest.mark.e2e
 GPU_RULES = {"train_vae", "encode", "train_evaluator", "evaluate_vae", "train_diffusion", "sample", "sweep", "sweep_reference",
              "evaluate", "guidance_sweep"}  # fmt: skip
-RULES = {name.split("@")[0] for name in STAGES}
+RULES = {name.split("@")[0] for name in SNAKEMAKE_JOBS}
 
 
 def cluster_repo(path: Path) -> Path:
@@ -39,7 +39,7 @@ def test_cluster_generic_submits_every_rule_and_gives_the_local_bytes(tmp_path):
     submitted = (cluster / "logs/cluster/submit.log").read_text().splitlines()
     rules = {re.search(r" rule=(\w+) ", line).group(1) for line in submitted}
     assert rules == RULES, out[-3000:]
-    assert len(submitted) == len(STAGES)  # one job per stage (matrix entries included)
+    assert len(submitted) == len(SNAKEMAKE_JOBS)  # one job per stage (matrix entries included; check is onstart)
     for line in submitted:
         rule = re.search(r" rule=(\w+) ", line).group(1)
         assert re.search(r"submitted \S+\.sh ", line) and " threads=" in line and " mem_mb=" in line

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ENV, OUTPUTS, STAGES, TIMED, TIMED_STAGES, copy_run, ran_stages, sh
+from conftest import CHECK_STAMP, ENV, OUTPUTS, STAGES, TIMED, TIMED_STAGES, copy_run, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -257,7 +257,33 @@ def test_sample_change_reruns_only_downstream(dvc_repo):
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # guidance_sweep samples as the sample stage does (an unconditional model's table is empty, but DVC
     # cannot make a stage's params depend on diffusion.conditioning)
-    assert ran_stages(sh("dvc repro", dvc_repo)) == {"sample", "evaluate", "guidance_sweep", "report"}
+    # and check, which validates the whole file first (in a second)
+    assert ran_stages(sh("dvc repro", dvc_repo)) == {"check", "sample", "evaluate", "guidance_sweep", "report"}
+
+
+@pytest.mark.parametrize("engine", ["dvc", "snakemake"])
+@pytest.mark.parametrize("edit, expected", [
+    ("sample.steps: -3", "sample.steps must be a positive integer, got -3"),
+    ("smaple.steps: 3", "smaple is not a known key"),  # a section that no stage reads
+])  # fmt: skip
+def test_bad_params_stop_either_engine_before_an_output_is_touched(engine, edit, expected, dvc_repo, snakemake_repo,
+                                                                    tmp_path):  # fmt: skip
+    """DVC runs its check stage, Snakemake its onstart hook, before any other stage: one line naming the key,
+    a failed run, and every output as it was (DVC removes a stage's outputs before it runs it; only the
+    check stage's own stamp goes)."""
+    repo = copy_run(dvc_repo if engine == "dvc" else snakemake_repo, tmp_path / "repo")
+    before = {p: (repo / p).read_bytes() for p in OUTPUTS if p != CHECK_STAMP}
+    status = set(sh("git status --porcelain", repo).splitlines())
+    section, rest = edit.split(".", 1)
+    key, value = rest.split(": ")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.setdefault(section, {})[key] = int(value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cmd = ["dvc", "repro"] if engine == "dvc" else ["snakemake", "--cores", "1"]
+    r = subprocess.run(cmd, cwd=repo, env=ENV, capture_output=True, text=True)
+    assert r.returncode != 0 and f"ldmpipe check: error: {expected}" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert {p: (repo / p).read_bytes() for p in before} == before
+    assert set(sh("git status --porcelain", repo).splitlines()) - status == {" M params.yaml"}  # nothing deleted
 
 
 def test_snakemake_reruns_only_what_a_sample_change_touches(snakemake_repo):
@@ -341,8 +367,8 @@ def test_sweep_params_rerun_only_their_stages(dvc_repo):
     original = path.read_text()
     entries = {n for n in STAGES if n.startswith("sweep@")}
     try:
-        for key, value, expected in (("steps", [2, 3], {*entries, "report"}),
-                                     ("reference_steps", 50, {"sweep_reference", "report"})):  # fmt: skip
+        for key, value, expected in (("steps", [2, 3], {"check", *entries, "report"}),
+                                     ("reference_steps", 50, {"check", "sweep_reference", "report"})):  # fmt: skip
             params = yaml.safe_load(original)
             params["sweep"][key] = value
             path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -113,7 +113,7 @@ def test_guidance_scale_1_is_a_run_without_the_null_pass(dvc_repo):
     params["sample"]["guidance_scale"] = 1.0
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = ran_stages(sh("dvc repro", dvc_repo))
-    assert ran == {"sample", "evaluate", "sweep@ddim-leading", "sweep_reference", "sweep_report", "report"}
+    assert ran == {"check", "sample", "evaluate", "sweep@ddim-leading", "sweep_reference", "sweep_report", "report"}
     arrays, meta = load_arrays(dvc_repo / "data/samples/samples.safetensors")
     assert meta["nfe"] == 5 and meta["guidance_scale"] == 1.0
     # the same samples, drawn by a loop that only ever calls the network with the asked-for classes
@@ -153,7 +153,8 @@ def test_autoguidance_through_the_pipeline(dvc_repo):
     params["sample"].update(guidance_scale=1.5, autoguidance=1.5)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = ran_stages(sh("dvc repro", dvc_repo))
-    assert ran == {"sample", "evaluate", "sweep@ddim-leading", "sweep_reference", "sweep_report", "guidance_sweep", "report"}
+    assert ran == {"check", "sample", "evaluate", "sweep@ddim-leading", "sweep_reference", "sweep_report", "guidance_sweep",
+                   "report"}  # fmt: skip
     model = dvc_repo / "data/diffusion/model.safetensors"
     unet, extra = load_model(UNet, model)
     guide = load_guide(UNet, model)

@@ -38,6 +38,7 @@ def dvc_stages() -> dict[str, dict]:
 
 STAGES = dvc_stages()
 ALL_OUTS = [o for s in STAGES.values() for o in s["outs"]]
+STAMP = STAGES["check"]["outs"][0]  # check's output: orders prepare after it, read by no stage
 
 
 def as_files(deps: list[str]) -> list[str]:
@@ -71,15 +72,32 @@ def snakemake_jobs() -> dict[str, dict]:
 
 
 def test_snakefile_jobs_equal_dvc_stages():
+    """Every stage but check is a job with the same command, inputs and outputs (check: see below)."""
     jobs = snakemake_jobs()
-    assert set(jobs) - {"all"} == set(STAGES)
+    assert set(jobs) - {"all"} == set(STAGES) - {"check"}
     for name, stage in STAGES.items():
+        if name == "check":
+            continue
         job = jobs[name]
-        assert sorted(job["input"]) == sorted(as_files(stage["deps"])), name
+        assert sorted(job["input"]) == sorted(as_files([d for d in stage["deps"] if d != STAMP])), name
         assert sorted(job["output"]) == sorted(stage["outs"]), name
         assert len(job["log"]) == 1 and job["log"][0].startswith(f"logs/{name.split('@')[0]}")
         threads = job.get("threads", ["1"])[0]  # a dry run leaves out `threads: 1`
         assert job["shell"] == f"LDMPIPE_NUM_THREADS={threads} {stage['cmd']} 2>&1 | tee {job['log'][0]}"
+
+
+def test_check_runs_first_on_every_key_in_both_engines():
+    """DVC: check tracks the whole params file and is upstream of every other stage (through prepare,
+    the only stage without a stage upstream). Snakemake: its onstart hook runs the same command."""
+    check = STAGES["check"]
+    assert check["outs"] == [STAMP] and check["cmd"] == f"ldmpipe check --params params.yaml --stamp {STAMP}"
+    with __import__("dvc.repo", fromlist=["Repo"]).Repo(str(ROOT)) as repo:
+        params = [d for st in repo.index.stages if st.name == "check" for d in st.deps if type(d).__name__ == "ParamsDependency"]
+    assert len(params) == 1 and params[0].def_path == "params.yaml" and not params[0].params  # no keys: all of them
+    roots = [n for n, s in STAGES.items() if n != "check" and not set(as_files(s["deps"])) & set(ALL_OUTS) - {STAMP}]
+    assert roots == ["prepare"] and STAMP in STAGES["prepare"]["deps"]
+    snakefile = (ROOT / "Snakefile").read_text()
+    assert "onstart:" in snakefile and 'shell(f"ldmpipe check --params params.yaml --no-environment --stamp {_STAMP}")' in snakefile
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -93,7 +111,7 @@ def test_command_paths_are_declared(name):
     assert named - folders <= declared, named - declared
     for d in folders:
         assert any(p.startswith(d + "/") for p in stage["outs"]), d
-    data_paths = {p for p in declared if not p.startswith("src/")}
+    data_paths = {p for p in declared if not p.startswith("src/")} - ({STAMP} if name != "check" else set())
     assert data_paths <= named | {p for p in data_paths for d in folders if p.startswith(d + "/")}
     assert args[:2] == ["ldmpipe", name.split("@")[0].replace("_", "-")] and "--params" in args
 

@@ -42,7 +42,7 @@ def test_run_cache_restores_an_earlier_value_without_recomputing(repo):
     metrics = (repo / "reports/metrics.json").read_bytes()
     original = yaml.safe_load((repo / "params.yaml").read_text())["sample"]["steps"]
     ran = ran_stages(sh("dvc exp run -S sample.steps=3", repo))
-    assert ran == {"sample", "evaluate", "guidance_sweep", "report"}
+    assert ran == {"check", "sample", "evaluate", "guidance_sweep", "report"}
     assert (repo / "reports/metrics.json").read_bytes() != metrics
     out = sh(f"dvc exp run -S sample.steps={original}", repo)
     assert ran_stages(out) == set()
@@ -126,7 +126,7 @@ def test_plots_diff_and_compare_across_commits(repo, tmp_path):
     set_param(repo, "sample", "steps", 3)
     sh("dvc repro && git add -A && git commit -qm 'fewer sampling steps'", repo)
     set_param(repo, "evaluate", "pr_k", 5)
-    assert ran_stages(sh("dvc repro", repo)) == {"evaluate", "report"}
+    assert ran_stages(sh("dvc repro", repo)) == {"check", "evaluate", "report"}
     sh("git add -A && git commit -qm 'precision and recall with k = 5'", repo)
     html = tmp_path / "plots"
     sh(f"dvc plots diff HEAD~1 HEAD~2 -o {html}", repo)

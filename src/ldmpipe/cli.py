@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import __version__
-from .config import ConfigError, check_paths, load_params
+from .config import ConfigError, load_params
 
 # subcommand -> (module under ldmpipe.stages, one-line help)
 STAGES = {
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldmpipe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ldmpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = sub.add_parser("check", help="validate a params file without running anything")
-    check.add_argument("params", nargs="?", default="params.yaml")
+    check = sub.add_parser("check", help="validate a params file without running anything (dvc.yaml's first stage)")
+    importlib.import_module("ldmpipe.stages.check").add_arguments(check)
     tpl = sub.add_parser("plots-template", help="page template for dvc plots show/diff --html-template that renders offline")
     tpl.add_argument("out", help="the template to write (.html)")
     tpl.add_argument("--scripts", nargs=3, metavar=("VEGA", "VEGA_LITE", "VEGA_EMBED"),
@@ -91,12 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "check":
-            from .runtime import select_device
+            from .stages import check
 
-            params = load_params(args.params)
-            check_paths(params)
-            device = select_device(params.device)
-            print(f"{args.params}: ok (device {device})")
+            check.run(args)
             return 0
         if args.command == "plots-template":
             from .plots_template import write_template

@@ -363,3 +363,6 @@ def test_autoguided_model_exports_and_guides_as_ours(tmp_path, monkeypatch, caps
     assert plain.guide_unet is None and plain.config.default_autoguidance == 1.0
     with pytest.raises(ValueError, match="autoguidance_scale 1.5 needs the guide network, and this pipeline has none"):
         plain(batch_size=3, autoguidance_scale=1.5, output_type="latent")
+    for name in ("guidance_scale", "autoguidance_scale"):  # refused as ldmpipe check refuses them
+        with pytest.raises(ValueError, match=f"^{name} must be a non-negative number, got -1$"):
+            plain(batch_size=3, output_type="latent", **{name: -1.0})

@@ -77,6 +77,9 @@ class LDMPipePipeline(DiffusionPipeline):
     def _model(self, class_labels, guidance_scale: float, autoguidance_scale: float, batch_size: int, device):
         """``model(x, t)`` -> the (guided) network output (B, C, h, w)."""
         y, w, w_g = self._labels(class_labels, batch_size, device), float(guidance_scale), float(autoguidance_scale)
+        for name, value in (("guidance_scale", w), ("autoguidance_scale", w_g)):
+            if not value >= 0.0:  # as ldmpipe check refuses sample.guidance_scale and sample.autoguidance (NaN too)
+                raise ValueError(f"{name} must be a non-negative number, got {value:g}")
         if w_g != 1.0 and self.guide_unet is None:
             raise ValueError(f"autoguidance_scale {w_g:g} needs the guide network, and this pipeline has none "
                              "(guide_unet: exported from a model trained without train.guide_step)")  # fmt: skip

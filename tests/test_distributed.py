@@ -135,3 +135,9 @@ def test_nproc_must_match_the_processes_started(work):
     two = params_with(work, "odd.yaml", nproc=2, batch_size=31)
     r = launch(work, "train_diffusion", "bad", two)
     assert r.returncode == 2 and r.stderr.strip() == "ldmpipe train-diffusion: error: train.batch_size must be divisible by train.nproc (2), got 31"
+    # a missing input is reported once, before torchrun starts a worker per process
+    cmd = [sys.executable, "-m", "ldmpipe", *ARGS["train_diffusion"].format(out="bad").split(), "--params",
+           params_with(work, "two.yaml", nproc=2)]  # fmt: skip
+    cmd[cmd.index("--latents") + 1] = "no/such.safetensors"
+    r = subprocess.run(cmd, cwd=work, env=ENV2, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == "ldmpipe train-diffusion: error: no/such.safetensors: file not found"

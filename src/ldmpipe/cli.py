@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 DATA_PARALLEL = {"train-vae", "train-evaluator", "train-diffusion"}
 
 
+def missing_input(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first input path (an option whose help starts with "input:") that does not exist, if any:
+    checked before torchrun starts N workers that would each report it."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for action in commands[args.command]._actions:
+        value = getattr(args, action.dest, None) if (action.help or "").startswith("input:") else None
+        for path in [value] if isinstance(value, str) else value or []:
+            if not os.path.exists(path):
+                return path
+    return None
+
+
 def launch(argv: list[str], nproc: int) -> int:
     """Rerun this very command as ``torchrun --standalone --nproc-per-node N -m ldmpipe ...``.
 
@@ -84,7 +96,8 @@ def launch(argv: list[str], nproc: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from .data import DataError
     from .io import ArtifactError
     from .training import NonFiniteLossError
@@ -109,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         copies = args.command == "train-vae" and params.vae.kind == "pretrained"  # trains nothing: one process
         if args.command in DATA_PARALLEL and params.train.nproc > 1 and not copies and "LOCAL_RANK" not in os.environ:
+            if (path := missing_input(parser, args)) is not None:
+                raise ArtifactError(f"{path}: file not found")
             return launch(argv, params.train.nproc)
         if args.command == "export":
             from .export import export_pipeline

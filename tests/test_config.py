@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from conftest import ROOT, TINY, write_params
 import torch

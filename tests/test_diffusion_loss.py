@@ -30,7 +30,7 @@ def test_deterministic_given_generator():
     l1 = epsilon_loss(m1, SCHEDULE, x0, torch.Generator().manual_seed(0))
     l2 = epsilon_loss(m2, SCHEDULE, x0, torch.Generator().manual_seed(0))
     l3 = epsilon_loss(m3, SCHEDULE, x0, torch.Generator().manual_seed(1))
-    assert l1.ndim == 0 and torch.equal(l1, l2)
+    assert l1.ndim == 0 and torch.equal(l1, l2) and not torch.equal(l1, l3)
     (x1, t1), (x2, t2), (x3, t3) = m1.calls[0], m2.calls[0], m3.calls[0]
     assert torch.equal(x1, x2) and torch.equal(t1, t2)
     assert not torch.equal(x1, x3) and not torch.equal(t1, t3)

@@ -98,7 +98,7 @@ def test_s3_remote_on_loopback(repo, tmp_path, s3_server):
     sh(f"dvc remote modify --local s3 endpointurl {s3_server}", repo)  # per machine, not in git
     clone = tmp_path / "clone"
     sh(f"git clone -q {repo} {clone}", tmp_path)
-    sh(f"dvc push -r s3", repo, env)
+    sh("dvc push -r s3", repo, env)
     sh(f"dvc remote modify --local s3 endpointurl {s3_server} && dvc pull -r s3", clone, env)
     assert "Data and pipelines are up to date" in sh("dvc status", clone, env)
     assert_same_outputs(repo, clone)

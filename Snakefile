@@ -37,8 +37,7 @@ DVC = yaml.safe_load(open(workflow.source_path("dvc.yaml")))["stages"]
 # job downstream rerun too. The file is validated at parse time (above), and the same command runs
 # before any job to write the same stamp; with --no-environment, as a cluster's head node may lack the
 # device or paths its jobs have (each stage checks its own machine when it starts).
-CHECK = DVC.pop("check")
-_STAMP = CHECK["outs"][0]
+_STAMP = DVC.pop("check")["outs"][0]
 
 
 onstart:

@@ -140,3 +140,9 @@ def test_nproc_must_match_the_processes_started(work):
     cmd[cmd.index("--latents") + 1] = "no/such.safetensors"
     r = subprocess.run(cmd, cwd=work, env=ENV2, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == "ldmpipe train-diffusion: error: no/such.safetensors: file not found"
+    # an error every worker meets (images given as latents): one line, not one per worker plus torchrun's log
+    cmd[cmd.index("--latents") + 1] = "d/train.safetensors"
+    r = subprocess.run(cmd, cwd=work, env=ENV2, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "ldmpipe train-diffusion: error: d/train.safetensors: has no metadata key 'scale_factor' "
+        "(it holds 'classes'): not the file this step reads")  # fmt: skip

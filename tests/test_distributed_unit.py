@@ -3,6 +3,8 @@ the corresponding part of what one process would have drawn."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -49,3 +51,54 @@ def test_data_parallel_params_are_checked_before_any_work(tmp_path, tiny_params,
     change(tiny_params)
     with pytest.raises(ConfigError, match=message):
         load_params(write_params(tmp_path / "p.yaml", tiny_params))
+
+
+def fake_torchrun(monkeypatch, lines: dict[int, str], exits: dict[int, int]) -> None:
+    """Replace torchrun's `run` by one whose workers (ranks of ``exits``) fail: rank r writes
+    ``lines[r]`` where `launch` collects worker errors, if it has one, and exits with ``exits[r]``."""
+    import logging
+    from pathlib import Path
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def run(_config):
+        logging.getLogger("torch.distributed.elastic.multiprocessing.api").error("failed (exitcode: 1) local_rank: 0")
+        for rank, line in lines.items():
+            Path(os.environ["LDMPIPE_ERROR_DIR"], f"rank{rank}").write_text(line + "\n")
+        failures = {rank: ProcessFailure(rank, 1000 + rank, code, "<none>") for rank, code in exits.items()}
+        raise ChildFailedError("ldmpipe", failures)
+
+    monkeypatch.setattr("torch.distributed.run.run", run)
+
+
+@pytest.mark.parametrize(
+    ("lines", "exits", "stderr", "code"),
+    [  # the same error on every rank: printed once
+        ({0: "ldmpipe sample: error: x: bad", 1: "ldmpipe sample: error: x: bad"}, {0: 1, 1: 1}, ["ldmpipe sample: error: x: bad"], 1),
+        # different errors: each once, in rank order
+        ({1: "ldmpipe sample: error: b", 0: "ldmpipe sample: error: a"}, {0: 2, 1: 2}, ["ldmpipe sample: error: a", "ldmpipe sample: error: b"], 2),
+        # no worker reported (a traceback, or a signal): each failure named, a signal exits 128 + N
+        ({}, {0: -9, 1: 1}, ["ldmpipe sample: error: worker 0 was killed by SIGKILL", "ldmpipe sample: error: worker 1 exited with code 1"], 137),
+    ],
+)
+def test_the_launcher_prints_each_worker_error_once(monkeypatch, capfd, lines, exits, stderr, code):
+    from ldmpipe import cli
+
+    fake_torchrun(monkeypatch, lines, exits)
+    returned = cli.launch(["sample"], 2, "sample")
+    assert capfd.readouterr().err.splitlines() == stderr  # and none of torchrun's log lines
+    assert returned == code  # the first failure's (rank 0's here)
+    assert "LDMPIPE_ERROR_DIR" not in os.environ
+
+
+def test_a_worker_leaves_its_error_for_the_launcher(monkeypatch, tmp_path, capsys):
+    from ldmpipe import cli
+
+    monkeypatch.setenv("LDMPIPE_ERROR_DIR", str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    cli.report_error("sample", ValueError("x: bad"))
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "rank1").read_text() == "ldmpipe sample: error: x: bad\n"
+    monkeypatch.delenv("LDMPIPE_ERROR_DIR")  # a worker of a torchrun started by hand: prints as usual
+    cli.report_error("sample", ValueError("x: bad"))
+    assert capsys.readouterr().err == "ldmpipe sample: error: x: bad\n"

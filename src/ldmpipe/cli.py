@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, load_params
@@ -77,21 +80,53 @@ def missing_input(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return None
 
 
-def launch(argv: list[str], nproc: int) -> int:
+ERROR_DIR_ENV = "LDMPIPE_ERROR_DIR"  # set by `launch`: each worker writes its one-line error there
+
+
+def launch(argv: list[str], nproc: int, command: str) -> int:
     """Rerun this very command as ``torchrun --standalone --nproc-per-node N -m ldmpipe ...``.
 
-    Each worker prints its own one-line error; the launcher returns the first failure's exit code.
+    Each worker writes its one-line error to a file instead of printing it, and the launcher prints
+    the distinct lines once, in rank order, instead of N copies plus torchrun's own log lines. A
+    worker that left no line (a traceback, already printed, or a signal) is named with its exit.
+    Returns the first failure's exit code (128 + N for signal N).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # ldmpipe sets each worker's threads itself
     os.environ["LDMPIPE_LAUNCHER_PID"] = str(os.getpid())  # workers die with this process
-    try:
-        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "ldmpipe", *argv]))
-    except ChildFailedError as e:
-        return e.get_first_failure()[1].exitcode or 1
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    with tempfile.TemporaryDirectory(prefix="ldmpipe-errors-") as errors:
+        os.environ[ERROR_DIR_ENV] = errors
+        elastic.setLevel(logging.CRITICAL)  # its "failed (exitcode: 1) local_rank: 0 ..." lines
+        try:
+            run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "ldmpipe", *argv]))
+        except ChildFailedError as e:
+            reported = sorted(Path(errors).glob("rank*"), key=lambda p: int(p.name[4:]))
+            lines = [p.read_text().strip() for p in reported]
+            if not lines:  # no worker failed cleanly: a crash (its traceback is above) or a signal
+                lines = [f"ldmpipe {command}: error: worker {rank} "
+                         + (f"was killed by {f.signal_name()}" if f.exitcode < 0 else f"exited with code {f.exitcode}")
+                         for rank, f in sorted(e.failures.items())]  # fmt: skip
+            for line in dict.fromkeys(lines):
+                print(line, file=sys.stderr)
+            code = e.get_first_failure()[1].exitcode
+            return 128 - code if code < 0 else code or 1  # a signal N exits 128 + N, as in a shell
+        finally:
+            elastic.setLevel(level)
+            del os.environ[ERROR_DIR_ENV]
     return 0
+
+
+def report_error(command: str, error: Exception) -> None:
+    """One line on stderr; a worker of `launch` leaves it in a file for the launcher to print once."""
+    line = f"ldmpipe {command}: error: {error}"
+    if (errors := os.environ.get(ERROR_DIR_ENV)) and "RANK" in os.environ:
+        Path(errors, f"rank{os.environ['RANK']}").write_text(line + "\n")
+    else:
+        print(line, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in DATA_PARALLEL and params.train.nproc > 1 and not copies and "LOCAL_RANK" not in os.environ:
             if (path := missing_input(parser, args)) is not None:
                 raise ArtifactError(f"{path}: file not found")
-            return launch(argv, params.train.nproc)
+            return launch(argv, params.train.nproc, args.command)
         if args.command == "export":
             from .export import export_pipeline
 
@@ -143,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
 
             shutdown()  # leave the process group (a no-op for one process)
     except (ConfigError, DataError) as e:
-        print(f"ldmpipe {args.command}: error: {e}", file=sys.stderr)
+        report_error(args.command, e)
         return 2
     except (ArtifactError, NonFiniteLossError) as e:
         # Missing or unreadable inputs, or a diverged run: one line, no traceback.
-        print(f"ldmpipe {args.command}: error: {e}", file=sys.stderr)
+        report_error(args.command, e)
         return 1
     return 0
 

@@ -141,7 +141,7 @@ def test_nan_loss_names_the_step_and_the_last_good_state(work):
     write_params(work / "nan.yaml", params)
     _, stderr = ldmpipe(work, ARGS["train_diffusion"].format(out="out/nan") + " --params nan.yaml", expect=1)
     line = stderr.strip().splitlines()[-1]
-    assert line.startswith("ldmpipe train-diffusion: error: train_diffusion: loss is"), stderr[-2000:]
+    assert line.startswith("ldmpipe train-diffusion: error: loss is "), stderr[-2000:]
     assert "last good state:" in line
     step = int(line.split(" at step ")[1].split(";")[0])
     path = Path(line.split("last good state: ")[1].split(" (step")[0])

@@ -217,7 +217,7 @@ def train_loop(
     def check_finite() -> None:  # a sync point: only at logging and checkpoint steps
         if (found := bad.found(shard)) is not None:
             last = f"last good state: {saved[1]} (step {saved[0]})" if saved else "no state saved yet (train.checkpoint_every)"
-            raise NonFiniteLossError(f"{desc}: loss is {found[1]} at step {found[0]}; {last}; lower the learning rate")
+            raise NonFiniteLossError(f"loss is {found[1]} at step {found[0]}; {last}; lower the learning rate")
 
     bar = tqdm(range(start + 1, s.steps + 1), desc=desc, mininterval=2.0, dynamic_ncols=True, initial=start,
                total=s.steps, disable=not shard.main)  # fmt: skip

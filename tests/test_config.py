@@ -315,3 +315,27 @@ def test_floats_without_a_dot_are_floats(tmp_path, tiny_params):
 def test_well_conditioned_parameterisations_are_accepted(tmp_path, tiny_params, diffusion):
     tiny_params["diffusion"].update(diffusion)
     load_params(write_params(tmp_path / "params.yaml", tiny_params))
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm_solver_pp", "dpm_solver_pp_sde", "heun"])
+def test_check_accepts_exactly_the_step_counts_a_sampler_takes(tmp_path, tiny_params, sampler, spacing):
+    """`check`'s step bounds and the samplers' own grids are one rule (constants.grid_points): at
+    T - 1 and T steps, the params pass exactly when the sampler can set those timesteps."""
+    from ldmpipe.diffusion import SAMPLERS
+    from ldmpipe.diffusion.schedule import NoiseSchedule
+
+    T = tiny_params["diffusion"]["timesteps"]
+    for steps in (T - 1, T):
+        tiny_params["sample"].update(sampler=sampler, spacing=spacing, steps=steps)
+        try:
+            load_params(write_params(tmp_path / "params.yaml", tiny_params))
+            accepted = True
+        except ConfigError:
+            accepted = False
+        try:
+            SAMPLERS[sampler](NoiseSchedule.from_config("cosine", T), spacing=spacing).set_timesteps(steps)
+            takes = True
+        except ValueError:
+            takes = False
+        assert accepted == takes, (steps, accepted, takes)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SPACINGS, TIMESTEP_SAMPLING
+from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SKIPS_ZERO, SPACINGS, TIMESTEP_SAMPLING, grid_points
 from .constants import TORCHVISION_DATASETS as TORCHVISION
 
 
@@ -356,7 +356,8 @@ def check_consistency(p: Params) -> None:
     if max(p.sweep.steps) > p.diffusion.timesteps:
         raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
     # DPM-Solver's leading and linspace grids take n + 1 points and end at sigma = 0 (spacing.spaced_timesteps)
-    T, skips_zero = p.diffusion.timesteps, lambda sampler, spacing: sampler.startswith("dpm_solver") and spacing != "trailing"
+    T = p.diffusion.timesteps
+    skips_zero = lambda sampler, spacing: grid_points(1, spacing, sampler in SKIPS_ZERO) > 1  # noqa: E731
     if skips_zero(p.sample.sampler, p.sample.spacing) and p.sample.steps >= T:
         raise ConfigError(f"sample.steps must be below diffusion.timesteps ({T}) for {p.sample.sampler} on "
                           f"{p.sample.spacing} spacing (its grid adds a point), got {p.sample.steps}")  # fmt: skip

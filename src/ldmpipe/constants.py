@@ -7,3 +7,13 @@ PREDICTIONS = ("epsilon", "sample", "v_prediction")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp", "dpm_solver_pp_sde", "heun")
 SPACINGS = ("leading", "trailing", "linspace")
 TIMESTEP_SAMPLING = ("uniform", "importance")  # how training draws t (diffusion.loss)
+
+# Samplers whose timestep grid ends at sigma = 0 instead of at t = 0 (diffusers' DPM-Solver schedulers).
+SKIPS_ZERO = ("dpm_solver_pp", "dpm_solver_pp_sde")
+
+
+def grid_points(steps: int, spacing: str, skip_zero: bool) -> int:
+    """Points of the timestep grid that ``steps`` steps take (at most T: `spacing.spaced_timesteps`):
+    a grid that ends at sigma = 0 (``skip_zero``) takes one point more on leading and linspace spacing
+    and drops its final t = 0; trailing never reaches 0."""
+    return steps + 1 if skip_zero and spacing != "trailing" else steps

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import torch
 
-from ..constants import SPACINGS  # one list, shared with config validation
+from ..constants import SPACINGS, grid_points  # shared with config validation
 from .schedule import check_num_steps
 
 
@@ -36,7 +36,7 @@ def spaced_timesteps(spacing: str, num_timesteps: int, num_steps: int, *, skip_z
     """
     T, n = num_timesteps, check_num_steps(num_steps, num_timesteps)
     check_spacing(spacing)
-    m = n + 1 if skip_zero and spacing != "trailing" else n
+    m = grid_points(n, spacing, skip_zero)
     if m > T:
         raise ValueError(f"{spacing} spacing allows at most {T - 1} steps here, got {n}")
     if spacing == "leading":

@@ -135,9 +135,12 @@ def setup(device_spec: str) -> torch.device:
     return device
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A CPU tensor on ``device``; to CUDA through pinned memory without blocking the host (the
-    caching host allocator keeps the pinned block alive until the copy is done)."""
+    caching host allocator keeps the pinned block alive until the copy is done). With ``dtype``, cast
+    where ``x`` is, before the copy: float64 tables reach MPS, which has no float64, as float32."""
+    if dtype is not None:
+        x = x.to(dtype)
     if device.type != "cuda" or x.device.type != "cpu":
         return x.to(device)
     return x.pin_memory().to(device, non_blocking=True)

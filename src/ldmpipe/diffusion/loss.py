@@ -118,7 +118,7 @@ def diffusion_loss(
     if weight is None:
         return F.mse_loss(pred.float(), target.float())
     # 5. the per-sample weights of step 1
-    weight = to_device(weight.float(), x0.device)  # cast on the CPU (MPS has no float64)
+    weight = to_device(weight, x0.device, torch.float32)  # cast on the CPU (MPS has no float64)
     per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
     return (weight * per_sample).mean()
 

@@ -35,8 +35,8 @@ def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, abar
     if prediction == "sample":
         return x0
     shape = (-1,) + (1,) * (x0.ndim - 1)
-    a = to_device(abar.sqrt().reshape(shape).to(x0.dtype), x0.device)  # (B, 1, 1, 1), cast on the CPU (MPS has no float64)
-    s = to_device((1.0 - abar).sqrt().reshape(shape).to(x0.dtype), x0.device)
+    a = to_device(abar.sqrt().reshape(shape), x0.device, x0.dtype)  # (B, 1, 1, 1), cast on the CPU (MPS has no float64)
+    s = to_device((1.0 - abar).sqrt().reshape(shape), x0.device, x0.dtype)
     return a * noise.to(device=x0.device, dtype=x0.dtype) - s * x0  # v
 
 

@@ -197,6 +197,6 @@ class NoiseSchedule:
             raise ValueError(f"t has {idx.shape[0]} entries for a batch of {x0.shape[0]}")
         abar = self.alphas_cumprod[idx]  # (B,) float64
         shape = (-1,) + (1,) * (x0.ndim - 1) if idx.ndim == 1 else ()
-        c0 = to_device(abar.sqrt().reshape(shape).to(x0.dtype), x0.device)  # (B, 1, 1, 1), cast on the CPU (MPS has no float64)
-        c1 = to_device((1.0 - abar).sqrt().reshape(shape).to(x0.dtype), x0.device)
+        c0 = to_device(abar.sqrt().reshape(shape), x0.device, x0.dtype)  # (B, 1, 1, 1), cast on the CPU (MPS has no float64)
+        c1 = to_device((1.0 - abar).sqrt().reshape(shape), x0.device, x0.dtype)
         return c0 * x0 + c1 * noise.to(device=x0.device, dtype=x0.dtype)

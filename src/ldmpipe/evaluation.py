@@ -7,7 +7,7 @@ precision/recall against the reference features themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ class Reference:
     def load(cls, path: str | Path) -> Reference:
         """The reference saved by ``train_evaluator`` (`arrays`); another kind of file is an ArtifactError."""
         arrays = load_arrays(path)[0]
-        return cls(*(arrays[k] for k in ("features", "mu", "sigma", "sqrt_sigma")))
+        return cls(**{f.name: arrays[f.name] for f in fields(cls)})
 
     @classmethod
     def from_features(cls, features: np.ndarray) -> Reference:
@@ -44,7 +44,7 @@ class Reference:
         return cls(np.asarray(features, np.float64), mu, sigma, sqrtm_psd(sigma))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"features": self.features, "mu": self.mu, "sigma": self.sigma, "sqrt_sigma": self.sqrt_sigma}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def fid(self, features: np.ndarray) -> float:
         """FID of features (N, D) against this reference, reusing its precomputed sqrt(sigma)."""

@@ -108,7 +108,6 @@ def sample_latents(
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
         gens = sample_generators([runtime.stage_seed(seed, f"sample/{i}") for i in idx])
-        sampler.set_timesteps(steps)
         if make_model is not None:
             model = make_model(start, idx.stop)
         else:

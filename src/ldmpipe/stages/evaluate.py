@@ -68,11 +68,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
     sample_arrays, sample_meta = load_arrays(args.samples)
     samples = sample_arrays["images"]
     real_arrays = load_arrays(args.real)[0]
-    real = real_arrays["images"]
     n = len(samples)
-    if n > len(real):
-        raise ArtifactError(f"{args.real}: {len(real)} real images cannot give a floor for {n} samples")
-    real = held_out_real(real, n, params.seed)
+    try:  # the floor: as many held-out real images as samples
+        real = held_out_real(real_arrays["images"], n, params.seed)
+    except ValueError as e:
+        raise ArtifactError(f"{args.real}: {e}, one per sample for the floor") from None
     settings = MetricSettings(cfg.is_splits, cfg.kid_subsets, cfg.kid_subset_size, cfg.pr_k,
                               runtime.stage_seed(params.seed, "evaluate.kid"))  # fmt: skip
 

@@ -182,3 +182,22 @@ def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, ca
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
     assert len(errors) == 1 and errors[0].startswith("ldmpipe prepare: error: cannot read image")
     assert "truncated.png" in errors[0] and not (out / "prepare.json").exists()
+
+
+def test_prepare_stage_warns_when_data_count_asks_for_more_images_than_there_are(tmp_path, tiny_params, capsys):
+    from conftest import write_params
+    from ldmpipe.cli import main
+
+    _bad_folder(tmp_path / "imgs")  # 10 files, 2 unreadable
+    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=10, on_bad_file="skip")
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    out = tmp_path / "out"
+    args = ["prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
+            "--meta", f"{out}/m.json", "--preview", f"{out}/p.png", "--metrics", f"{out}/prepare.json"]  # fmt: skip
+    assert main(args) == 0
+    assert "data.count" not in capsys.readouterr().err  # all 10 files were asked for and read or skipped
+    tiny_params["data"]["count"] = 50
+    write_params(params, tiny_params)
+    assert main(args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "data.count" in line]
+    assert warnings == [f"prepare: warning: data.count is 50, but '{tmp_path / 'imgs'}' holds 10 images: all are used"]

@@ -31,6 +31,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
     if data.skipped:
         shown = ", ".join(data.skipped[:10]) + (f" and {len(data.skipped) - 10} more" if len(data.skipped) > 10 else "")
         print(f"prepare: warning: skipped {len(data.skipped)} unreadable file(s) under {d.root}: {shown}", file=sys.stderr)
+    if d.count is not None and (found := len(data.train_images) + len(data.val_images) + len(data.skipped)) < d.count:
+        where = (f"'{d.root}' holds {found} images: all are used" if d.name == "imagefolder" else
+                 f"{d.name} gives {found}: {len(data.train_images)} of its train and {len(data.val_images)} of its test "
+                 "split, each at most the split's size")  # fmt: skip
+        print(f"prepare: warning: data.count is {d.count}, but {where}", file=sys.stderr)
     meta = {
         "dataset": d.name,
         "classes": list(data.classes),

@@ -124,3 +124,15 @@ def test_written_files_get_the_mode_of_the_umask(tmp_path):
         os.umask(old)
     modes = [(tmp_path / n).stat().st_mode & 0o777 for n in ("a.json", "b.safetensors", "c.json")]
     assert modes == [0o644, 0o644, 0o600]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names an open file through Linux's /proc")
+def test_a_written_file_reaches_the_disk_before_its_name(tmp_path, monkeypatch):
+    """The contents are flushed (fsync) before the rename, and the rename after it."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a), str(b))), real_replace(a, b)))
+    write_json(tmp_path / "m.json", {"a": 1})
+    (_, synced), (_, moved, target), (_, folder) = events
+    assert synced == moved != target == str(tmp_path / "m.json") and folder == str(tmp_path)

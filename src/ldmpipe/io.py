@@ -67,7 +67,8 @@ def remove_stale(folder: Path, prefix: str, suffix: str = "") -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success.
+    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success, its
+    contents and then the rename flushed to disk (fsync), so not even a power loss truncates it.
 
     The temporary name carries the writer's pid, so leftovers of a killed writer (SIGKILL runs
     no cleanup) are recognised and removed by the next write to the same path."""
@@ -79,11 +80,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the mode open() would give it
+        _fsync(tmp, os.O_RDONLY)  # its bytes are on disk before its name is: a power loss leaves the old or the new
         os.replace(tmp, path)
+        if os.name == "posix":  # and the rename (Windows cannot open a folder)
+            _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path: str | Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -355,13 +355,13 @@ def check_consistency(p: Params) -> None:
         )
     if max(p.sweep.steps) > p.diffusion.timesteps:
         raise ConfigError(f"sweep.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {max(p.sweep.steps)}")
-    # DPM-Solver's leading and linspace grids take n + 1 points and end at sigma = 0 (spacing.spaced_timesteps)
+    # a grid has at most T points; DPM-Solver's leading and linspace grids take n + 1 (spacing.spaced_timesteps)
     T = p.diffusion.timesteps
-    skips_zero = lambda sampler, spacing: grid_points(1, spacing, sampler in SKIPS_ZERO) > 1  # noqa: E731
-    if skips_zero(p.sample.sampler, p.sample.spacing) and p.sample.steps >= T:
+    too_many = lambda sampler, spacing, steps: grid_points(steps, spacing, sampler in SKIPS_ZERO) > T  # noqa: E731
+    if too_many(p.sample.sampler, p.sample.spacing, p.sample.steps):
         raise ConfigError(f"sample.steps must be below diffusion.timesteps ({T}) for {p.sample.sampler} on "
                           f"{p.sample.spacing} spacing (its grid adds a point), got {p.sample.steps}")  # fmt: skip
-    if any(skips_zero(s, sp) for s in p.sweep.samplers for sp in p.sweep.spacings) and max(p.sweep.steps) >= T:
+    if any(too_many(s, sp, max(p.sweep.steps)) for s in p.sweep.samplers for sp in p.sweep.spacings):
         raise ConfigError(f"sweep.steps must be below diffusion.timesteps ({T}) when sweep.samplers has DPM-Solver and "
                           f"sweep.spacings leading or linspace (its grid adds a point), got {max(p.sweep.steps)}")  # fmt: skip
     for key in ("samplers", "spacings"):

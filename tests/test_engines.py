@@ -145,6 +145,12 @@ def test_the_init_files_left_out_of_deps_only_re_export():
                 f"{path}:{node.lineno} does more than re-export: list the file in the deps of the stages that import it")
 
 
+def test_the_committed_lock_records_only_stages_of_dvc_yaml():
+    """DVC never prunes the lock entry of a stage that left dvc.yaml (a renamed matrix entry, say)."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(STAGES), sorted(set(lock) ^ set(STAGES))
+
+
 def test_params_listed_exist():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name, stage in STAGES.items():

@@ -161,6 +161,12 @@ def test_bad_files_skipped_are_listed(tmp_path):
     assert sorted(np.concatenate([p.train_labels, p.val_labels]).tolist()) == [0] * 4 + [1] * 4
 
 
+def prepare_argv(params, out) -> list[str]:
+    """``ldmpipe prepare`` with its outputs under ``out``."""
+    return ["prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
+            "--meta", f"{out}/m.json", "--preview", f"{out}/p.png", "--metrics", f"{out}/prepare.json"]  # fmt: skip
+
+
 def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, capsys):
     from conftest import write_params
     from ldmpipe.cli import main
@@ -169,8 +175,7 @@ def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, ca
     tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=None, on_bad_file="skip")
     params = write_params(tmp_path / "params.yaml", tiny_params)
     out = tmp_path / "out"
-    args = ["prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
-            "--meta", f"{out}/m.json", "--preview", f"{out}/p.png", "--metrics", f"{out}/prepare.json"]  # fmt: skip
+    args = prepare_argv(params, out)
     assert main(args) == 0
     assert "skipped 2 unreadable file(s)" in capsys.readouterr().err
     metrics = json.loads((out / "prepare.json").read_text())
@@ -192,8 +197,7 @@ def test_prepare_stage_warns_when_data_count_asks_for_more_images_than_there_are
     tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=10, on_bad_file="skip")
     params = write_params(tmp_path / "params.yaml", tiny_params)
     out = tmp_path / "out"
-    args = ["prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
-            "--meta", f"{out}/m.json", "--preview", f"{out}/p.png", "--metrics", f"{out}/prepare.json"]  # fmt: skip
+    args = prepare_argv(params, out)
     assert main(args) == 0
     assert "data.count" not in capsys.readouterr().err  # all 10 files were asked for and read or skipped
     tiny_params["data"]["count"] = 50

@@ -44,5 +44,6 @@ def test_grids_have_the_expected_size():
     images = np.zeros((10, 8, 8, 1), dtype=np.uint8)
     assert image_grid(images, ncol=5, scale=2, pad=2).size == (5 * 18 + 2, 2 * 18 + 2)
     assert pair_grid(images, images, ncol=5).size == (5 * 18 + 2, 4 * 18 + 2)
+    assert pair_grid(images[:3], images[:3], ncol=5).size == (3 * 18 + 2, 2 * 18 + 2)  # fewer than a row
     labels = np.array([0, 1] * 5)
     assert labelled_grid(images, labels, ["a", "b", "c"], per_class=4).size == (4 * 18 + 2, 3 * 18 + 2)

@@ -27,7 +27,9 @@ def image_grid(images: np.ndarray, ncol: int | None = None, scale: int = 2, pad:
 
 
 def pair_grid(top: np.ndarray, bottom: np.ndarray, ncol: int = 8) -> Image.Image:
-    """Row pairs: ``ncol`` originals above their ``ncol`` reconstructions, repeated."""
+    """Row pairs: ``ncol`` originals above their ``ncol`` reconstructions, repeated (fewer than ``ncol``
+    images: one pair of shorter rows)."""
+    ncol = max(1, min(ncol, len(top), len(bottom)))
     n = (min(len(top), len(bottom)) // ncol) * ncol
     rows = [x for i in range(0, n, ncol) for x in (top[i : i + ncol], bottom[i : i + ncol])]
     return image_grid(np.concatenate(rows), ncol=ncol)

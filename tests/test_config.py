@@ -106,6 +106,12 @@ CASES = [
     (lambda p: p.update(seed="zero"), "seed must be an integer, got 'zero'"),
     (lambda p: p["data"].update(count=0), "data.count must be a positive integer, got 0"),
     (lambda p: p["data"].update(name="mnist", root=None), "data.root must name the folder that holds"),
+    (lambda p: p["data"].update(count=10),
+     "data.count must leave at least 2 validation images at data.val_fraction 0.1 (the evaluator's reference statistics), got 10 (1 left)"),
+    (lambda p: p["data"].update(count=60),  # 54 train images for 60 samples
+     "sample.n_samples must be at most the train images that data.count leaves (54): evaluate's real-vs-real floor holds out one per sample, got 60"),
+    (lambda p: p["data"].update(name="mnist", root="mnist", count=14),  # 13 train, 1 test image (official splits)
+     "data.count must leave at least 2 validation images at data.val_fraction 0.1 (the evaluator's reference statistics), got 14 (1 left)"),
     (lambda p: p["sample"].update(n_samples=12),
      "sample.n_samples must exceed the feature dimension (28, evaluator.feature_dim and the block statistics of evaluator.stat_blocks)"),
     (lambda p: p["sweep"].update(n_samples=16), "sweep.n_samples must exceed the feature dimension (28"),

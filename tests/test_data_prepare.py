@@ -172,7 +172,8 @@ def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, ca
     from ldmpipe.cli import main
 
     _bad_folder(tmp_path / "imgs")
-    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=None, on_bad_file="skip")
+    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=None, on_bad_file="skip",
+                               val_fraction=0.25)  # 2 of the 8 readable images (the least there may be)
     params = write_params(tmp_path / "params.yaml", tiny_params)
     out = tmp_path / "out"
     args = prepare_argv(params, out)
@@ -194,14 +195,35 @@ def test_prepare_stage_warns_when_data_count_asks_for_more_images_than_there_are
     from ldmpipe.cli import main
 
     _bad_folder(tmp_path / "imgs")  # 10 files, 2 unreadable
-    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=10, on_bad_file="skip")
+    (tmp_path / "imgs" / "c").mkdir()
+    for i in range(40):  # 50 files: count=50 leaves 38 train images, enough for the floor of 30 samples
+        Image.new("RGB", (12, 10), (i, 50, 100)).save(tmp_path / "imgs" / "c" / f"{i}.png")
+    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=50, on_bad_file="skip",
+                               val_fraction=0.25)  # fmt: skip
+    tiny_params["sample"]["n_samples"] = 30
     params = write_params(tmp_path / "params.yaml", tiny_params)
     out = tmp_path / "out"
     args = prepare_argv(params, out)
     assert main(args) == 0
-    assert "data.count" not in capsys.readouterr().err  # all 10 files were asked for and read or skipped
-    tiny_params["data"]["count"] = 50
+    assert "data.count" not in capsys.readouterr().err  # all 50 files were asked for and read or skipped
+    tiny_params["data"]["count"] = 100
     write_params(params, tiny_params)
     assert main(args) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "data.count" in line]
-    assert warnings == [f"prepare: warning: data.count is 50, but '{tmp_path / 'imgs'}' holds 10 images: all are used"]
+    assert warnings == [f"prepare: warning: data.count is 100, but '{tmp_path / 'imgs'}' holds 50 images: all are used"]
+
+
+def test_prepare_stage_refuses_a_folder_too_small_for_two_validation_images(tmp_path, tiny_params, capsys):
+    """FID's reference statistics need two validation images: a folder of 8 readable images at
+    val_fraction 0.1 leaves one, which `check` cannot know (data.count is null)."""
+    from conftest import write_params
+    from ldmpipe.cli import main
+
+    _bad_folder(tmp_path / "imgs")
+    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=None, on_bad_file="skip")
+    out = tmp_path / "out"
+    assert main(prepare_argv(write_params(tmp_path / "params.yaml", tiny_params), out)) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [f"ldmpipe prepare: error: '{tmp_path / 'imgs'}' holds too few images for 2 validation images at "
+                      "data.val_fraction 0.1 (the evaluator's reference statistics): 1 left"]  # fmt: skip
+    assert not out.exists() or not any(out.iterdir())

@@ -20,7 +20,18 @@ from typing import Any, Callable
 
 import yaml
 
-from .constants import DATASETS, PREDICTIONS, SAMPLERS, SCHEDULES, SKIPS_ZERO, SPACINGS, TIMESTEP_SAMPLING, grid_points
+from .constants import (
+    DATASETS,
+    MIN_VAL_IMAGES,
+    PREDICTIONS,
+    SAMPLERS,
+    SCHEDULES,
+    SKIPS_ZERO,
+    SPACINGS,
+    TIMESTEP_SAMPLING,
+    grid_points,
+    val_size,
+)
 from .constants import TORCHVISION_DATASETS as TORCHVISION
 
 
@@ -331,6 +342,17 @@ def check_consistency(p: Params) -> None:
         raise ConfigError("data.root must name a folder of images when data.name is imagefolder, got null")
     if p.data.name == "shapes" and p.data.count is None:
         raise ConfigError("data.count must be a positive integer for the shapes dataset, got null")
+    n_val = None if p.data.count is None else val_size(p.data.count, p.data.val_fraction, p.data.name in TORCHVISION)
+    if n_val is not None and n_val < MIN_VAL_IMAGES:
+        raise ConfigError(
+            f"data.count must leave at least {MIN_VAL_IMAGES} validation images at data.val_fraction "
+            f"{p.data.val_fraction} (the evaluator's reference statistics), got {p.data.count} ({n_val} left)"
+        )
+    if n_val is not None and p.data.count - n_val < p.sample.n_samples:
+        raise ConfigError(
+            f"sample.n_samples must be at most the train images that data.count leaves ({p.data.count - n_val}): "
+            f"evaluate's real-vs-real floor holds out one per sample, got {p.sample.n_samples}"
+        )
     if p.diffusion.beta_start >= p.diffusion.beta_end:
         raise ConfigError(
             f"diffusion.beta_start must be smaller than diffusion.beta_end ({p.diffusion.beta_end}), got {p.diffusion.beta_start}"

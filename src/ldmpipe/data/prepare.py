@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..constants import DATASETS  # one list, shared with config validation
+from ..constants import DATASETS, val_size  # shared with config validation
 from .shapes import SHAPE_CLASSES, make_shapes
 from .sources import TORCHVISION_DATASETS, DataError, load_imagefolder, load_torchvision, read_image
 
@@ -52,11 +52,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = round(n * val_fraction)
-    if n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    else:
-        n_val = 0
+    n_val = val_size(n, val_fraction, official_split=False)
     perm = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM])).permutation(n)
     return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
 
@@ -155,7 +151,7 @@ def prepare_dataset(
     raw = load_torchvision(name, root, download)
     (xtr, ytr), (xte, yte) = raw["train"], raw["test"]
     if count is not None:
-        n_train = round(count * (1.0 - val_fraction))
+        n_train = count - val_size(count, val_fraction, official_split=True)
         itr = _subset(len(xtr), n_train, seed, _TRAIN_SUBSET_STREAM)
         ite = _subset(len(xte), count - n_train, seed, _TEST_SUBSET_STREAM)
         xtr, ytr, xte, yte = xtr[itr], ytr[itr], xte[ite], yte[ite]

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 from ..config import Params, check_paths
-from ..data import prepare_dataset
+from ..constants import MIN_VAL_IMAGES
+from ..data import DataError, prepare_dataset
 from ..io import save_arrays, save_image, write_json
 from ..plotting import labelled_grid
 
@@ -36,6 +37,10 @@ def run(args: argparse.Namespace, params: Params) -> None:
                  f"{d.name} gives {found}: {len(data.train_images)} of its train and {len(data.val_images)} of its test "
                  "split, each at most the split's size")  # fmt: skip
         print(f"prepare: warning: data.count is {d.count}, but {where}", file=sys.stderr)
+    if len(data.val_images) < MIN_VAL_IMAGES:  # `check` refuses a data.count that leaves fewer; the source may hold fewer
+        where = f"'{d.root}' holds" if d.name == "imagefolder" else f"{d.name}'s test split holds"
+        raise DataError(f"{where} too few images for {MIN_VAL_IMAGES} validation images at data.val_fraction "
+                        f"{d.val_fraction} (the evaluator's reference statistics): {len(data.val_images)} left")  # fmt: skip
     meta = {
         "dataset": d.name,
         "classes": list(data.classes),

@@ -150,6 +150,8 @@ CASES = [
      "sample.classes must be null when diffusion.conditioning is none (an unconditional model draws no classes), got [3]"),
     (lambda p: (p["diffusion"].update(conditioning="class"), p["sample"].update(classes=[3, 3])),
      "sample.classes must not repeat a class, got [3, 3]"),
+    (lambda p: (p["diffusion"].update(conditioning="class"), p["sample"].update(classes=[0, 5])),
+     "sample.classes must be class indices below 5 (the classes of data.name shapes), got [0, 5]"),
     (lambda p: p["sweep"].update(guidance=[0, 1, 1.0]), "sweep.guidance must not repeat a scale, got [0.0, 1.0, 1.0]"),
     (lambda p: p["sweep"].update(guidance=[1, -3]), "sweep.guidance must be a list whose items are each non-negative"),
     (lambda p: p["diffusion"].update(conditioning="class", cond_drop=0.0),

@@ -65,3 +65,16 @@ def test_edges_are_antialiased(seed):
         on_segment = np.abs(px - (bg + t[:, None] * (fg - bg))).max(axis=1) <= 1.5
         intermediate = on_segment & (t > 0.1) & (t < 0.9)
         assert intermediate.sum() >= 4, "expected blended edge pixels between bg and fg"
+
+
+def test_the_class_counts_that_check_knows_are_the_datasets():
+    """`check` refuses sample.classes beyond a dataset's classes from `constants.NUM_CLASSES`."""
+    import torchvision
+
+    from ldmpipe.constants import NUM_CLASSES, TORCHVISION_DATASETS
+
+    assert set(NUM_CLASSES) == {"shapes", *TORCHVISION_DATASETS}
+    assert NUM_CLASSES["shapes"] == len(SHAPE_CLASSES)
+    assert NUM_CLASSES["mnist"] == len(torchvision.datasets.MNIST.classes)
+    assert NUM_CLASSES["fashion_mnist"] == len(torchvision.datasets.FashionMNIST.classes)
+    assert NUM_CLASSES["cifar10"] == 10  # read from the archive's batches.meta; CIFAR-100 is another dataset

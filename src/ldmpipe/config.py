@@ -23,6 +23,7 @@ import yaml
 from .constants import (
     DATASETS,
     MIN_VAL_IMAGES,
+    NUM_CLASSES,
     PREDICTIONS,
     SAMPLERS,
     SCHEDULES,
@@ -442,6 +443,9 @@ def check_conditioning(p: Params) -> None:
         )
     if classes is not None and len(set(classes)) != len(classes):
         raise ConfigError(f"sample.classes must not repeat a class, got {list(classes)}")
+    known = NUM_CLASSES.get(p.data.name)  # an image folder's classes are known once prepare has listed it
+    if classes is not None and known is not None and max(classes) >= known:
+        raise ConfigError(f"sample.classes must be class indices below {known} (the classes of data.name {p.data.name}), got {list(classes)}")
     guided = [w for w in (p.sample.guidance_scale, *p.sweep.guidance) if w != 1.0]
     if p.diffusion.conditioning == "class" and p.diffusion.cond_drop == 0.0 and guided:
         raise ConfigError(

@@ -7,6 +7,7 @@ PREDICTIONS = ("epsilon", "sample", "v_prediction")
 SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp", "dpm_solver_pp_sde", "heun")
 SPACINGS = ("leading", "trailing", "linspace")
 TIMESTEP_SAMPLING = ("uniform", "importance")  # how training draws t (diffusion.loss)
+NUM_CLASSES = {"shapes": 5, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}  # imagefolder: one per sub-folder
 
 # Samplers whose timestep grid ends at sigma = 0 instead of at t = 0 (diffusers' DPM-Solver schedulers).
 SKIPS_ZERO = ("dpm_solver_pp", "dpm_solver_pp_sde")

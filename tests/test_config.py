@@ -60,6 +60,8 @@ CASES = [
     (lambda p: p["data"].update(image_size=30), "data.image_size must be divisible by vae.downsample (4), got 30"),
     (lambda p: p["sample"].update(steps=10_000), "sample.steps must be at most diffusion.timesteps"),
     (lambda p: p["unet"].update(attention_resolutions=[3]), "unet.attention_resolutions must list"),
+    (lambda p: p["unet"].update(attention_resolutions=8), "unet.attention_resolutions must be a list, got 8"),
+    (lambda p: p["unet"].update(channel_mult=[]), "unet.channel_mult must be a non-empty list, got []"),
     (lambda p: p["diffusion"].update(beta_start=0.5, beta_end=0.1), "diffusion.beta_start must be smaller"),
     (lambda p: p["data"].update(name="imagefolder", root=None), "data.root must name a folder"),
     (lambda p: p["diffusion"].update(zero_terminal_snr=True), "diffusion.prediction must be sample or v_prediction"),
@@ -259,6 +261,12 @@ def test_vq_and_adversarial_settings_that_fit_are_accepted(tmp_path, tiny_params
     tiny_params["vae"].update(kind="vq", codebook_size=2000, dead_code_threshold=0.0, disc_weight=0.1, disc_start=0)
     p = load_params(write_params(tmp_path / "params.yaml", tiny_params))  # no dead-code re-init: any size
     assert p.vae.kind == "vq" and p.vae.disc_start == 0
+
+
+def test_a_unet_without_attention_outside_its_middle_block_is_accepted(tmp_path, tiny_params):
+    """``unet.attention_resolutions: []``: diffusers' UNet2DModel with DownBlock2D/UpBlock2D only."""
+    tiny_params["unet"]["attention_resolutions"] = []
+    assert load_params(write_params(tmp_path / "params.yaml", tiny_params)).unet.attention_resolutions == ()
 
 
 def test_unreadable_files_name_the_file(tmp_path):

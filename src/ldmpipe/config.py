@@ -86,9 +86,10 @@ def each(check: Check) -> Check:
     return check_all
 
 
-def spec(*checks: Check) -> Any:
-    """Field metadata: the checks a value must pass after its type is checked."""
-    return field(metadata={"checks": checks})
+def spec(*checks: Check, may_be_empty: bool = False) -> Any:
+    """Field metadata: the checks a value must pass after its type is checked; a list field refuses
+    ``[]`` unless ``may_be_empty``."""
+    return field(metadata={"checks": checks, "may_be_empty": may_be_empty})
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ class UNetConfig:
     channels: int = spec(positive)
     channel_mult: tuple[int, ...] = spec(each(positive))
     num_res_blocks: int = spec(positive)
-    attention_resolutions: tuple[int, ...] = spec(each(positive))
+    attention_resolutions: tuple[int, ...] = spec(each(positive), may_be_empty=True)  # []: the middle block's alone
     dropout: float = spec(between(0.0, 1.0, hi_open=True))
     scale_shift: bool = spec()  # condition the blocks by a scale and shift of their norm (Dhariwal & Nichol 2021)
 
@@ -239,17 +240,17 @@ def _fmt(v: Any) -> str:
     return repr(v) if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _coerce(tp: Any, v: Any, key: str) -> Any:
+def _coerce(tp: Any, v: Any, key: str, may_be_empty: bool = False) -> Any:
     """Check ``v`` against the annotation ``tp``; return it in canonical form (lists -> tuples)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):  # ``X | None``
         if v is None:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, v, key)
+        return _coerce(inner, v, key, may_be_empty)
     if origin is tuple:
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"{key} must be a non-empty list, got {_fmt(v)}")
+        if not isinstance(v, list) or not (v or may_be_empty):
+            raise ConfigError(f"{key} must be a {'' if may_be_empty else 'non-empty '}list, got {_fmt(v)}")
         return tuple(_coerce(args[0], item, key) for item in v)
     if dataclasses.is_dataclass(tp):
         return parse_section(tp, v, key)
@@ -283,7 +284,7 @@ def parse_section(cls: type, data: Any, prefix: str = "") -> Any:
     for name, f in fields.items():
         if name not in data:
             raise ConfigError(f"{dotted(name)} is missing")
-        value = _coerce(hints[name], data[name], dotted(name))
+        value = _coerce(hints[name], data[name], dotted(name), f.metadata.get("may_be_empty", False))
         if value is not None:
             for check in f.metadata.get("checks", ()):
                 if (msg := check(value)) is not None:

@@ -263,3 +263,19 @@ def test_dvc_plots_render_offline_with_the_template(run, browser, shots, tmp_pat
     # the control: DVC's own page asks a CDN for the same scripts, which is what the template avoids
     cdn = browser.open_page(tmp_path / "cdn" / "index.html", "1")
     assert any(u.startswith("https://cdn.") for u in cdn["requests"])
+
+
+def test_class_names_stay_literal_text_in_the_report(tmp_path):
+    """An image folder's sub-folder names become class names: a `|` must not split the per-class table's
+    cells, and `*`, `_`, backticks or brackets must not format or link."""
+    from ldmpipe.stages.report_conditional import class_section
+
+    names = ["a|b", "*star*", "_x_", "[y](z)", "`c`", "plain"]
+    m = {"class_accuracy": 0.5, "class_accuracy_real": 1.0, "guidance_scale": 1.5, "nfe": 20,
+         "n_per_class": dict.fromkeys(names, 4), "class_accuracy_per_class": dict.fromkeys(names, 0.5),
+         "fid_per_class": dict.fromkeys(names, 1.0), "fid_per_class_real_floor": dict.fromkeys(names, 0.5)}  # fmt: skip
+    page = html_page.render(class_section(m, names), tmp_path, "classes")
+    rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in rows[1:]]
+    assert [c[0] for c in cells] == ["a|b", "*star*", "_x_", "[y](z)", "`c`", "plain"]
+    assert {len(c) for c in cells} == {5}

@@ -17,7 +17,7 @@ from ..compare import MAIN_METRICS
 from ..config import Params, to_dict
 from ..io import ArtifactError, read_json, save_figure, write_text
 from ..plotting import loss_figure
-from .report_conditional import class_section, drawn_classes, guidance_section, table
+from .report_conditional import class_section, drawn_classes, guidance_section, md_text, table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
                 "sample": f"Samples ({params.sample.sampler}, {params.sample.steps} steps)",
                 "trajectory": "Denoising trajectory of the first samples: x_t, and the x0 the model predicts there, decoded"}  # fmt: skip
     if "class_accuracy" in m:  # a class model's grid: one row per class
-        names = ", ".join(drawn_classes(m, meta["classes"]))
+        names = ", ".join(map(md_text, drawn_classes(m, meta["classes"])))
         captions["sample"] = captions["sample"][:-1] + f", guidance scale {m['guidance_scale']:g}; one row per class: {names})"
     if "autoguidance" in m:  # Karras et al. 2024: guided by the run's own EMA at an earlier step
         captions["sample"] = (captions["sample"][:-1] + f", autoguidance {m['autoguidance']:g} by the EMA weights at "
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 {provenance_line(state)}
 
 Dataset **{meta['dataset']}**: {meta['n_train']} train / {meta['n_val']} validation images of
-{meta['image_size']}×{meta['image_size']}×{meta['channels']}, classes {', '.join(meta['classes'])}.
+{meta['image_size']}×{meta['image_size']}×{meta['channels']}, classes {', '.join(map(md_text, meta['classes']))}.
 
 ## Metrics
 

@@ -7,10 +7,17 @@ whose guidance table has no rows), so the report of an unconditional model is wh
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 
 from ..config import Params
 from ..diffusion.guidance import model_passes
+
+
+def md_text(s: str) -> str:
+    """``s`` as literal Markdown text: a class name is a folder's name, where a ``|`` would split a table cell
+    and ``*``, ``_``, `` ` `` or brackets would format or link (CommonMark backslash escapes)."""
+    return re.sub(r"([\\|*_`\[\]])", r"\\\1", s)
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -33,7 +40,7 @@ def class_section(m: dict, classes: list[str]) -> str:
     FID beside its floor."""
     if "class_accuracy" not in m:
         return ""
-    rows = [(name, str(m["n_per_class"][name]), f"{m['class_accuracy_per_class'][name]:.1%}",
+    rows = [(md_text(name), str(m["n_per_class"][name]), f"{m['class_accuracy_per_class'][name]:.1%}",
              _num(m["fid_per_class"][name]), _num(m["fid_per_class_real_floor"][name]))
             for name in drawn_classes(m, classes)]  # fmt: skip
     return f"""## Classes

@@ -112,6 +112,9 @@ CASES = [
      "data.count must leave at least 2 validation images at data.val_fraction 0.1 (the evaluator's reference statistics), got 10 (1 left)"),
     (lambda p: p["data"].update(count=60),  # 54 train images for 60 samples
      "sample.n_samples must be at most the train images that data.count leaves (54): evaluate's real-vs-real floor holds out one per sample, got 60"),
+    (lambda p: p["evaluate"].update(pr_k=60),
+     "evaluate.pr_k must be below sample.n_samples (60): precision/recall's k-nearest-neighbour balls need k other points in each set, got 60"),
+    (lambda p: p["evaluate"].update(pr_k=30), "evaluate.pr_k must be below the validation images that data.count leaves (30)"),
     (lambda p: p["data"].update(name="mnist", root="mnist", count=14),  # 13 train, 1 test image (official splits)
      "data.count must leave at least 2 validation images at data.val_fraction 0.1 (the evaluator's reference statistics), got 14 (1 left)"),
     (lambda p: p["sample"].update(n_samples=12),

@@ -419,6 +419,10 @@ def check_consistency(p: Params) -> None:
             raise ConfigError(f"{section}.n_samples must be at least evaluate.is_splits ({p.evaluate.is_splits}) and 2, got {n}")
         if n <= dim:
             raise ConfigError(f"{section}.n_samples must exceed the feature dimension ({dim}, {what}) for FID, got {n}")
+    for key, n in (("sample.n_samples", p.sample.n_samples), ("the validation images that data.count leaves", n_val)):
+        if n is not None and p.evaluate.pr_k >= n:  # Kynkäänniemi et al. 2019: a k-NN ball within each set
+            raise ConfigError(f"evaluate.pr_k must be below {key} ({n}): precision/recall's k-nearest-neighbour balls "
+                              f"need k other points in each set, got {p.evaluate.pr_k}")  # fmt: skip
     latent = p.data.image_size // p.vae.downsample
     levels = len(p.unet.channel_mult)
     if latent % 2 ** (levels - 1):

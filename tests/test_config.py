@@ -285,6 +285,12 @@ def test_unreadable_files_name_the_file(tmp_path):
         load_params(tmp_path / "twice.yaml")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_params(broken)
+    (tmp_path / "latin1.yaml").write_bytes("seed: 0\ndevice: auto  # Jörg\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.yaml: not UTF-8 text \\(line 2\\)"):
+        load_params(tmp_path / "latin1.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match="folder.yaml: cannot read the params file \\(Is a directory\\)"):
+        load_params(tmp_path / "folder.yaml")
 
 
 def run_cli(*args, cwd=None):

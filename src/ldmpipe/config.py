@@ -531,9 +531,14 @@ def load_params(path: str | Path) -> Params:
     """Read and validate a whole params file; raise ConfigError naming the file or the key."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line})") from None
+    except OSError as e:  # a folder, no permission, ...
+        raise ConfigError(f"{path}: cannot read the params file ({e.strerror})") from None
     except _DuplicateKey as e:
         raise ConfigError(f"{path}: {e.problem} (line {e.problem_mark.line + 1}): a key may appear once") from None
     except yaml.YAMLError as e:

@@ -136,3 +136,20 @@ def test_a_written_file_reaches_the_disk_before_its_name(tmp_path, monkeypatch):
     write_json(tmp_path / "m.json", {"a": 1})
     (_, synced), (_, moved, target), (_, folder) = events
     assert synced == moved != target == str(tmp_path / "m.json") and folder == str(tmp_path)
+
+
+def test_text_artifacts_are_utf8_whatever_the_locale(tmp_path):
+    """Reports hold ε, ×, ± and class names: they are written and read as UTF-8 also where the locale's
+    encoding is ASCII (the C locale without PEP 538's coercion), which made write_text raise before."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from ldmpipe.io import read_json, write_text; write_text(sys.argv[1] + '/r.md', "
+            "'x0-MSE at t = 999, \\u03b5 \\u00d7 2 \\u00b1 1'); print(read_json(sys.argv[1] + '/m.json')['class'])")  # fmt: skip
+    (tmp_path / "m.json").write_bytes('{"class": "Sträucher"}'.encode())
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "utf-8"}
+    r = subprocess.run([sys.executable, "-X", "utf8=0", "-c", code, str(tmp_path)], env=env, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "r.md").read_bytes() == "x0-MSE at t = 999, ε × 2 ± 1".encode()
+    assert r.stdout.decode().strip() == "Sträucher"

@@ -105,7 +105,7 @@ def launch(argv: list[str], nproc: int, command: str) -> int:
             run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "ldmpipe", *argv]))
         except ChildFailedError as e:
             reported = sorted(Path(errors).glob("rank*"), key=lambda p: int(p.name[4:]))
-            lines = [p.read_text().strip() for p in reported]
+            lines = [p.read_text(encoding="utf-8").strip() for p in reported]
             if not lines:  # no worker failed cleanly: a crash (its traceback is above) or a signal
                 lines = [f"ldmpipe {command}: error: worker {rank} "
                          + (f"was killed by {f.signal_name()}" if f.exitcode < 0 else f"exited with code {f.exitcode}")
@@ -124,7 +124,7 @@ def report_error(command: str, error: Exception) -> None:
     """One line on stderr; a worker of `launch` leaves it in a file for the launcher to print once."""
     line = f"ldmpipe {command}: error: {error}"
     if (errors := os.environ.get(ERROR_DIR_ENV)) and "RANK" in os.environ:
-        Path(errors, f"rank{os.environ['RANK']}").write_text(line + "\n")
+        Path(errors, f"rank{os.environ['RANK']}").write_text(line + "\n", encoding="utf-8")
     else:
         print(line, file=sys.stderr)
 

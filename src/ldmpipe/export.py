@@ -187,7 +187,7 @@ def export_pipeline(diffusion: str | Path, vae_path: str | Path, out: str | Path
                  "default_guidance_scale": sample.guidance_scale, "default_autoguidance": sample.autoguidance,
                  "classes": extra.get("classes")}  # fmt: skip
         shutil.copyfile(Path(__file__).with_name("pipeline_ldmpipe.py"), tmp / "pipeline_ldmpipe.py")
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

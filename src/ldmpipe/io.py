@@ -106,7 +106,7 @@ def _umask() -> int:
 
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -134,7 +134,7 @@ def unpack_metadata(raw: Mapping[str, str] | None) -> dict[str, Any]:
 def read_json(path: str | Path) -> Contents:
     """A JSON object from a file; a missing or malformed file, or a missing key, is an `ArtifactError`."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -46,7 +46,7 @@ def check_folder(path: str, downsample: int, latent_channels: int) -> dict:
     if not folder.is_dir():
         raise _refuse(path, "no such folder")
     try:
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise _refuse(path, "no config.json") from None
     except (OSError, ValueError) as e:

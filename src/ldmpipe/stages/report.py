@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_curve(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of a DVCLive metric's .tsv (step, then the metric); empty if nothing was logged."""
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")
         rows, name = list(reader), next(k for k in reader.fieldnames or () if k != "step")
     return np.array([int(r["step"]) for r in rows], dtype=np.int64), np.array([float(r[name]) for r in rows])
@@ -94,7 +94,7 @@ Training latents per channel, before and after scaling:
 
 def timestep_section(tsv: str, figure: str, target: str) -> str:
     """The diffusion model's denoising error at each probed timestep: a table and its figure."""
-    with open(tsv, newline="") as f:
+    with open(tsv, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     body = table([(r["t"], f"{float(r['abar']):.3g}", f"{float(r['target_mse']):.4g}", f"{float(r['x0_mse']):.4g}")
                   for r in rows], ("t", "ᾱ_t", f"{target}-MSE (training target)", "x0-MSE"))  # fmt: skip
@@ -113,7 +113,7 @@ def sweep_section(csv_path: str, figure: str, grids: str, rel, sweep, autoguidan
     """The sweep's rows as a table (reference and best row marked), its FID-vs-NFE plot and the grid of
     every entry (``<grids>/<sampler>-<spacing>.png``, ``<grids>/reference.png``, as dvc.yaml names them);
     ``autoguidance`` != 1: every row, the reference too, was autoguided (``sample.autoguidance``)."""
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     best = min((r for r in rows if r["reference"] == "False"), key=lambda r: float(r["fid"]))
     ref = next(r for r in rows if r["reference"] == "True")

@@ -66,7 +66,7 @@ def _autoguided(m: dict) -> str:
 
 def guidance_section(csv_path: str, figure: str, grid: str, rel: Callable[[str], str], params: Params) -> str:
     """The guidance sweep's table (default w and best FID marked), its trade-off plot and grids."""
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return ""

@@ -38,7 +38,7 @@ def sweep_table(points: Path, stems: list[str]) -> pd.DataFrame:
     for stem in stems:
         path = points / f"{stem}.json"
         try:
-            rows += json.loads(path.read_text())["rows"]
+            rows += json.loads(path.read_text(encoding="utf-8"))["rows"]
         except FileNotFoundError:
             raise ArtifactError(f"{path}: file not found (is its sweep stage in dvc.yaml?)") from None
         except (json.JSONDecodeError, KeyError, TypeError):

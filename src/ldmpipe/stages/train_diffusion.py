@@ -117,7 +117,7 @@ def build_unet(u: UNetConfig, in_channels: int, sample_size: int, num_classes: i
 def class_names(meta: str) -> list[str]:
     """The dataset's class names, in label order, from prepare's meta file."""
     try:
-        return list(json.loads(Path(meta).read_text())["classes"])
+        return list(json.loads(Path(meta).read_text(encoding="utf-8"))["classes"])
     except FileNotFoundError:
         raise ArtifactError(f"{meta}: file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError):

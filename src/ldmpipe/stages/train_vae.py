@@ -62,7 +62,7 @@ def copy_pretrained(args: argparse.Namespace, params: Params) -> None:
             live.summary[k] = v
         curve = Path(live.plots_dir) / "metrics" / "loss.tsv"
         curve.parent.mkdir(parents=True, exist_ok=True)
-        curve.write_text("step\tloss\n")
+        curve.write_text("step\tloss\n", encoding="utf-8")
     digest = hashlib.sha256((Path(cfg.pretrained) / WEIGHTS).read_bytes()).hexdigest()
     save_model(vae, args.model, extra={"pretrained": cfg.pretrained, "sha256": digest})
     save_image(args.grid, pair_grid(val["images"][:32], recons[:32]))

@@ -161,6 +161,25 @@ def test_bad_files_skipped_are_listed(tmp_path):
     assert sorted(np.concatenate([p.train_labels, p.val_labels]).tolist()) == [0] * 4 + [1] * 4
 
 
+def test_images_beside_class_folders_are_listed_as_ignored(tmp_path):
+    """With class sub-folders, files directly in the root are not read (torchvision's ImageFolder rule);
+    a dataset that silently lost them would be the wrong dataset, so they are listed."""
+    _bad_folder(tmp_path / "imgs")
+    for name in ("loose1.png", "loose0.jpg"):
+        Image.new("RGB", (12, 10), (1, 2, 3)).save(tmp_path / "imgs" / name)
+    (tmp_path / "imgs" / "readme.txt").write_text("not an image")
+    p = prepare_dataset("imagefolder", root=tmp_path / "imgs", image_size=8, seed=0, count=None, val_fraction=0.25,
+                        progress=False, on_bad_file="skip")  # fmt: skip
+    assert p.ignored == ["loose0.jpg", "loose1.png"] and p.classes == ["a", "b"]
+    assert len(p.train_images) + len(p.val_images) == 8
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(8):
+        Image.new("RGB", (12, 10), (i, 2, 3)).save(flat / f"{i}.png")
+    p = prepare_dataset("imagefolder", root=flat, image_size=8, seed=0, count=None, val_fraction=0.25, progress=False)
+    assert p.ignored == [] and len(p.train_images) + len(p.val_images) == 8  # no sub-folders: the root's images are read
+
+
 def prepare_argv(params, out) -> list[str]:
     """``ldmpipe prepare`` with its outputs under ``out``."""
     return ["prepare", "--params", str(params), "--train", f"{out}/t.safetensors", "--val", f"{out}/v.safetensors",
@@ -178,7 +197,8 @@ def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, ca
     out = tmp_path / "out"
     args = prepare_argv(params, out)
     assert main(args) == 0
-    assert "skipped 2 unreadable file(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped 2 unreadable file(s)" in err and "ignored" not in err
     metrics = json.loads((out / "prepare.json").read_text())
     assert metrics["n_skipped"] == 2 and metrics["skipped_files"] == ["a/truncated.png", "b/notes.jpg"]
     tiny_params["data"]["on_bad_file"] = "fail"
@@ -188,6 +208,20 @@ def test_prepare_stage_warns_and_records_skipped_files(tmp_path, tiny_params, ca
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
     assert len(errors) == 1 and errors[0].startswith("ldmpipe prepare: error: cannot read image")
     assert "truncated.png" in errors[0] and not (out / "prepare.json").exists()
+
+
+def test_prepare_stage_warns_about_images_beside_class_folders(tmp_path, tiny_params, capsys):
+    from conftest import write_params
+    from ldmpipe.cli import main
+
+    _bad_folder(tmp_path / "imgs")
+    Image.new("RGB", (12, 10), (1, 2, 3)).save(tmp_path / "imgs" / "stray.png")
+    tiny_params["data"].update(name="imagefolder", root=str(tmp_path / "imgs"), count=None, on_bad_file="skip",
+                               val_fraction=0.25)  # fmt: skip
+    assert main(prepare_argv(write_params(tmp_path / "params.yaml", tiny_params), tmp_path / "out")) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "ignored" in line]
+    assert warnings == [f"prepare: warning: ignored 1 image file(s) directly in {tmp_path / 'imgs'}: beside class "
+                        "sub-folders only the sub-folders' images are read (move them into one): stray.png"]  # fmt: skip
 
 
 def test_prepare_stage_warns_when_data_count_asks_for_more_images_than_there_are(tmp_path, tiny_params, capsys):

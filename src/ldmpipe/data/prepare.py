@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..constants import DATASETS, val_size  # shared with config validation
 from .shapes import SHAPE_CLASSES, make_shapes
-from .sources import TORCHVISION_DATASETS, DataError, load_imagefolder, load_torchvision, read_image
+from .sources import TORCHVISION_DATASETS, DataError, load_imagefolder, load_torchvision, read_image, root_images
 
 # SeedSequence "streams" (second entry) so the different random choices never share draws
 _SPLIT_STREAM, _TRAIN_SUBSET_STREAM, _TEST_SUBSET_STREAM, _FOLDER_SUBSET_STREAM = 1, 2, 3, 4
@@ -26,6 +26,7 @@ class PreparedData:
     classes: list[str]
     channels: int
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (on_bad_file="skip")
+    ignored: list[str] = field(default_factory=list)  # image files directly in a folder that has class sub-folders
 
 
 def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -102,7 +103,8 @@ def prepare_dataset(
     shapes: ``count`` generated images, split by ``split_indices``.
     imagefolder: every image under ``root`` (or a seeded subset of ``count``), split by ``split_indices``;
     a file that cannot be decoded stops with an error naming it (``on_bad_file="fail"``) or is
-    left out and listed in ``PreparedData.skipped`` (``"skip"``).
+    left out and listed in ``PreparedData.skipped`` (``"skip"``); image files directly in ``root`` beside
+    class sub-folders are not read and are listed in ``PreparedData.ignored``.
     mnist / fashion_mnist / cifar10: official train -> train, official test -> val; with ``count``,
     a seeded subset of round(count * (1 - val_fraction)) train and the rest test images (each capped
     at what the split holds).
@@ -128,6 +130,8 @@ def prepare_dataset(
         if root is None:
             raise DataError("dataset 'imagefolder' needs a root folder")
         files, labels, classes = load_imagefolder(root)
+        listed = set(files)
+        ignored = [p.name for p in root_images(root) if p not in listed]
         if count is not None:
             keep = _subset(len(files), count, seed, _FOLDER_SUBSET_STREAM)
             files, labels = [files[i] for i in keep], labels[keep]
@@ -144,7 +148,7 @@ def prepare_dataset(
             raise DataError(f"none of the {len(files)} image files under '{root}' could be read")
         channels = 1 if all(im.shape[2] == 1 for im in resized) else 3
         data = _split(_stack(resized, image_size, channels), labels[readable], classes, val_fraction, seed)
-        data.skipped = skipped
+        data.skipped, data.ignored = skipped, ignored
         return data
 
     assert name in TORCHVISION_DATASETS

@@ -73,12 +73,18 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def root_images(root: str | Path) -> list[Path]:
+    """Image files directly in ``root``, not in a sub-folder (hidden ones skipped), sorted."""
+    return sorted(p for p in Path(root).iterdir() if _is_image(p))
+
+
 def load_imagefolder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
     """List a folder of images -> (files, labels (N,) int64, classes).
 
     Sub-folders of ``root`` (sorted by name) are the classes; files directly in ``root`` are then
-    ignored and sub-folders without images are skipped. Without sub-folders, every image in ``root``
-    belongs to a single class named after the folder.
+    ignored (as torchvision's ``ImageFolder`` does; ``root_images`` lists them) and sub-folders without
+    images are skipped. Without sub-folders, every image in ``root`` belongs to a single class named
+    after the folder.
     """
     root = Path(root)
     if not root.is_dir():
@@ -87,7 +93,7 @@ def load_imagefolder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str
     groups = [(d.name, _images_under(d)) for d in subdirs]
     groups = [(c, f) for c, f in groups if f]
     if not groups:
-        flat = sorted(p for p in root.iterdir() if _is_image(p))
+        flat = root_images(root)
         groups = [(root.resolve().name or "images", flat)] if flat else []
     if not groups:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in '{root}'")

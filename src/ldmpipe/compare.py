@@ -87,13 +87,20 @@ def fid_figure(table: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Revisions are categories (commits and experiments in no order of a variable), so the points are
+    # not joined by lines: a line between two experiments would suggest a trend that is not there.
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(table) + 2), 3.2))
     x = range(len(table))
     if "fid" in table:
-        ax.plot(x, table["fid"], "o-", label="FID (samples)")
+        ax.plot(x, table["fid"], "o", label="FID (samples)")
+        for i, v in zip(x, table["fid"]):
+            if not _missing(v):
+                ax.annotate(f"{v:.3g}", (i, v), textcoords="offset points", xytext=(6, 0), va="center", fontsize=8)
     if "fid_real_floor" in table:
-        ax.plot(x, table["fid_real_floor"], "s--", color="gray", label="real-vs-real floor")
+        ax.plot(x, table["fid_real_floor"], "_", color="gray", markersize=18, mew=2, label="real-vs-real floor")
     ax.set_xticks(list(x), [str(r) for r in table.index], rotation=30, ha="right")
+    ax.set_xlim(-0.5, len(table) - 0.2)  # room for the last point's value
+    ax.set_ylim(bottom=0)
     ax.set(ylabel="FID", title="FID across revisions")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -88,6 +88,7 @@ CASES = [
     (lambda p: p["sweep"].update(reference_steps=2.5), "sweep.reference_steps must be an integer, got 2.5"),
     (lambda p: p["sweep"].pop("reference_steps"), "sweep.reference_steps is missing"),
     (lambda p: p["sweep"].update(grid_size=31), "sweep.grid_size must be at most sweep.n_samples (30), got 31"),
+    (lambda p: p["sample"].update(grid_size=61), "sample.grid_size must be at most sample.n_samples (60), got 61"),
     (lambda p: p["sample"].update(n_samples=3), "sample.n_samples must be at least evaluate.is_splits (5)"),
     (lambda p: p["evaluate"].update(inception="yes"), "evaluate.inception must be true or false, got 'yes'"),
     (lambda p: p["evaluate"].update(extractor="inception"), "evaluate.extractor is not a known key"),

@@ -400,8 +400,6 @@ def check_consistency(p: Params) -> None:
             f"sweep.reference_steps must be at most diffusion.timesteps ({p.diffusion.timesteps}; null: all of them), "
             f"got {p.sweep.reference_steps}"
         )
-    if p.sweep.grid_size > p.sweep.n_samples:
-        raise ConfigError(f"sweep.grid_size must be at most sweep.n_samples ({p.sweep.n_samples}), got {p.sweep.grid_size}")
     if p.data.name in TORCHVISION and not p.data.root:
         raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
     # FID needs a full-rank covariance of the generated features: more samples than dimensions.
@@ -419,6 +417,8 @@ def check_consistency(p: Params) -> None:
             raise ConfigError(f"{section}.n_samples must be at least evaluate.is_splits ({p.evaluate.is_splits}) and 2, got {n}")
         if n <= dim:
             raise ConfigError(f"{section}.n_samples must exceed the feature dimension ({dim}, {what}) for FID, got {n}")
+        if (g := getattr(p, section).grid_size) > n:  # the grid shows the first grid_size samples
+            raise ConfigError(f"{section}.grid_size must be at most {section}.n_samples ({n}), got {g}")
     for key, n in (("sample.n_samples", p.sample.n_samples), ("the validation images that data.count leaves", n_val)):
         if n is not None and p.evaluate.pr_k >= n:  # Kynkäänniemi et al. 2019: a k-NN ball within each set
             raise ConfigError(f"evaluate.pr_k must be below {key} ({n}): precision/recall's k-nearest-neighbour balls "

@@ -309,10 +309,42 @@ def final_abar(d: DiffusionConfig) -> float:
 
 
 def check_consistency(p: Params) -> None:
-    """Cross-key rules that no single value can break alone."""
-    if p.diffusion.timestep_sampling == "importance" and p.diffusion.loss_weighting == "none":
-        raise ConfigError("diffusion.timestep_sampling must be uniform when diffusion.loss_weighting is none "
-                          "(importance draws t in proportion to its loss weight), got 'importance'")  # fmt: skip
+    """Cross-key rules that no single value can break alone, in groups; the first broken rule is reported."""
+    n_val = _check_data(p)
+    _check_autoencoder(p)
+    _check_training(p)
+    _check_diffusion(p)
+    _check_sampling(p)
+    _check_evaluation(p, n_val)
+    _check_unet(p)
+
+
+def _check_data(p: Params) -> int | None:
+    """The dataset's keys; returns the number of validation images when ``data.count`` fixes it."""
+    if p.data.name == "imagefolder" and not p.data.root:
+        raise ConfigError("data.root must name a folder of images when data.name is imagefolder, got null")
+    if p.data.name in TORCHVISION and not p.data.root:
+        raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
+    if p.data.name == "shapes" and p.data.count is None:
+        raise ConfigError("data.count must be a positive integer for the shapes dataset, got null")
+    if p.data.count is None:
+        return None
+    n_val = val_size(p.data.count, p.data.val_fraction, p.data.name in TORCHVISION)
+    if n_val < MIN_VAL_IMAGES:
+        raise ConfigError(
+            f"data.count must leave at least {MIN_VAL_IMAGES} validation images at data.val_fraction "
+            f"{p.data.val_fraction} (the evaluator's reference statistics), got {p.data.count} ({n_val} left)"
+        )
+    if p.data.count - n_val < p.sample.n_samples:
+        raise ConfigError(
+            f"sample.n_samples must be at most the train images that data.count leaves ({p.data.count - n_val}): "
+            f"evaluate's real-vs-real floor holds out one per sample, got {p.sample.n_samples}"
+        )
+    return n_val
+
+
+def _check_autoencoder(p: Params) -> None:
+    """The latent size, the discriminator, a pretrained VAE's folder and the VQ codebook."""
     if p.data.image_size % p.vae.downsample:
         raise ConfigError(
             f"data.image_size must be divisible by vae.downsample ({p.vae.downsample}), got {p.data.image_size}"
@@ -322,13 +354,6 @@ def check_consistency(p: Params) -> None:
             f"vae.disc_start must be smaller than vae.steps ({p.vae.steps}) when vae.disc_weight > 0 "
             f"(else the discriminator never starts), got {p.vae.disc_start}"
         )
-    for key, size in (("vae.batch_size", p.vae.batch_size), ("evaluator.batch_size", p.evaluator.batch_size),
-                      ("train.batch_size", p.train.batch_size)):  # fmt: skip
-        if size % p.train.nproc:  # each data-parallel process takes an equal slice of every batch
-            raise ConfigError(f"{key} must be divisible by train.nproc ({p.train.nproc}), got {size}")
-    if p.train.nproc > 1 and p.vae.disc_weight > 0:
-        raise ConfigError("vae.disc_weight must be 0 when train.nproc > 1 (the PatchGAN's BatchNorm statistics "
-                          f"would be per process), got {p.vae.disc_weight}")  # fmt: skip
     if (p.vae.kind == "pretrained") != (p.vae.pretrained is not None):
         raise ConfigError(
             "vae.pretrained must name a local folder holding a diffusers AutoencoderKL (save_pretrained) when "
@@ -340,21 +365,25 @@ def check_consistency(p: Params) -> None:
             f"vae.codebook_size must be at most the latent vectors per batch ({vectors} = vae.batch_size x "
             f"latent positions) when dead codes are re-initialised from the batch, got {p.vae.codebook_size}"
         )
-    if p.data.name == "imagefolder" and not p.data.root:
-        raise ConfigError("data.root must name a folder of images when data.name is imagefolder, got null")
-    if p.data.name == "shapes" and p.data.count is None:
-        raise ConfigError("data.count must be a positive integer for the shapes dataset, got null")
-    n_val = None if p.data.count is None else val_size(p.data.count, p.data.val_fraction, p.data.name in TORCHVISION)
-    if n_val is not None and n_val < MIN_VAL_IMAGES:
-        raise ConfigError(
-            f"data.count must leave at least {MIN_VAL_IMAGES} validation images at data.val_fraction "
-            f"{p.data.val_fraction} (the evaluator's reference statistics), got {p.data.count} ({n_val} left)"
-        )
-    if n_val is not None and p.data.count - n_val < p.sample.n_samples:
-        raise ConfigError(
-            f"sample.n_samples must be at most the train images that data.count leaves ({p.data.count - n_val}): "
-            f"evaluate's real-vs-real floor holds out one per sample, got {p.sample.n_samples}"
-        )
+
+
+def _check_training(p: Params) -> None:
+    """Data-parallel training: every batch splits evenly, and nothing keeps per-process statistics."""
+    for key, size in (("vae.batch_size", p.vae.batch_size), ("evaluator.batch_size", p.evaluator.batch_size),
+                      ("train.batch_size", p.train.batch_size)):  # fmt: skip
+        if size % p.train.nproc:  # each data-parallel process takes an equal slice of every batch
+            raise ConfigError(f"{key} must be divisible by train.nproc ({p.train.nproc}), got {size}")
+    if p.train.nproc > 1 and p.vae.disc_weight > 0:
+        raise ConfigError("vae.disc_weight must be 0 when train.nproc > 1 (the PatchGAN's BatchNorm statistics "
+                          f"would be per process), got {p.vae.disc_weight}")  # fmt: skip
+
+
+def _check_diffusion(p: Params) -> None:
+    """The noise schedule, what the network predicts and how its loss is drawn (README: "Is the model sound
+    at every noise level?")."""
+    if p.diffusion.timestep_sampling == "importance" and p.diffusion.loss_weighting == "none":
+        raise ConfigError("diffusion.timestep_sampling must be uniform when diffusion.loss_weighting is none "
+                          "(importance draws t in proportion to its loss weight), got 'importance'")  # fmt: skip
     if p.diffusion.beta_start >= p.diffusion.beta_end:
         raise ConfigError(
             f"diffusion.beta_start must be smaller than diffusion.beta_end ({p.diffusion.beta_end}), got {p.diffusion.beta_start}"
@@ -373,6 +402,10 @@ def check_consistency(p: Params) -> None:
             f"error is its eps error times (1 - abar) / abar there, which ruins every sampler that starts at "
             f"t = T-1; or choose a schedule that ends higher (scaled_linear), got epsilon"
         )
+
+
+def _check_sampling(p: Params) -> None:
+    """Step counts against the schedule, the sweep's lists, conditioning and guidance."""
     if p.sample.steps > p.diffusion.timesteps:
         raise ConfigError(
             f"sample.steps must be at most diffusion.timesteps ({p.diffusion.timesteps}), got {p.sample.steps}"
@@ -400,8 +433,10 @@ def check_consistency(p: Params) -> None:
             f"sweep.reference_steps must be at most diffusion.timesteps ({p.diffusion.timesteps}; null: all of them), "
             f"got {p.sweep.reference_steps}"
         )
-    if p.data.name in TORCHVISION and not p.data.root:
-        raise ConfigError(f"data.root must name the folder that holds (or will hold) {p.data.name}, got null")
+
+
+def _check_evaluation(p: Params, n_val: int | None) -> None:
+    """Enough samples for FID, IS, precision/recall and the grids."""
     # FID needs a full-rank covariance of the generated features: more samples than dimensions.
     # Inception's 2048-d features are exempt (evaluate.inception): FID of singular covariances is
     # still defined and computed exactly (eigendecomposition), only biased upwards at n <= 2048, and
@@ -423,6 +458,10 @@ def check_consistency(p: Params) -> None:
         if n is not None and p.evaluate.pr_k >= n:  # Kynkäänniemi et al. 2019: a k-NN ball within each set
             raise ConfigError(f"evaluate.pr_k must be below {key} ({n}): precision/recall's k-nearest-neighbour balls "
                               f"need k other points in each set, got {p.evaluate.pr_k}")  # fmt: skip
+
+
+def _check_unet(p: Params) -> None:
+    """The UNet's levels and attention against the latent size."""
     latent = p.data.image_size // p.vae.downsample
     levels = len(p.unet.channel_mult)
     if latent % 2 ** (levels - 1):

@@ -60,15 +60,19 @@ class MetricSettings:
     pr_k: int
     seed: int  # for KID's random subsets
 
+    def kid_size(self, n: int, n_ref: int) -> int:
+        """KID's subset size for n samples against n_ref reference features: at most either."""
+        return min(self.kid_subset_size, n, n_ref)
+
 
 def score(features: np.ndarray, probs: np.ndarray | None, ref: Reference, s: MetricSettings) -> dict[str, float]:
     """FID, IS, KID (mean, std) and precision/recall of features (N, D) [and probs (N, K)] against ``ref``."""
     out = {"fid": ref.fid(features)}
     if probs is not None:
         out["is_mean"], out["is_std"] = inception_score(probs, s.is_splits)
-    size = min(s.kid_subset_size, len(features), len(ref.features))
     out["kid_mean"], out["kid_std"] = kernel_inception_distance(
-        ref.features, features, s.kid_subsets, size, rng=np.random.RandomState(s.seed % 2**32)
+        ref.features, features, s.kid_subsets, s.kid_size(len(features), len(ref.features)),
+        rng=np.random.RandomState(s.seed % 2**32),
     )
     out["precision"], out["recall"] = precision_recall(ref.features, features, k=s.pr_k)
     return out

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
         "feature_dim": int(ref.features.shape[1]),
         "is_splits": cfg.is_splits,
         "kid_subsets": cfg.kid_subsets,
-        "kid_subset_size": min(cfg.kid_subset_size, n, len(ref.features)),
+        "kid_subset_size": settings.kid_size(n, len(ref.features)),
         "pr_k": cfg.pr_k,
     })  # fmt: skip
     line = f"evaluate: FID {metrics['fid']:.3f} (floor {metrics['fid_real_floor']:.3f})"

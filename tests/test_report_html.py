@@ -115,7 +115,7 @@ def test_report_lines_for_provenance_and_the_metrics_diff():
                          ("HEAD", "0123456789abcdef", {"fid": 8.0, "is_mean": 3.0, "extractor": "other"}))  # fmt: skip
     assert "Against HEAD (`0123456789`)" in table and "| fid | 8 | 6 | -2 (-25.0%) |" in table
     assert "| is_mean | 3 | 3 | +0 (+0.0%) |" in table and "extractor" not in table
-    assert metrics_diff({"fid": 1.0}, None) == "No earlier commit holds other metrics to compare with."
+    assert metrics_diff({"fid": 1.0}, None) == "Nothing to compare with: HEAD and HEAD~1 hold the same metrics as this run, or none."
 
 
 # --- the offline template for DVC's plots page ---------------------------------------------------------

@@ -161,7 +161,7 @@ def provenance_line(state: dict | None) -> str:
 def metrics_diff(m: dict, earlier: tuple[str, str, dict] | None) -> str:
     """The main metrics against an earlier commit's (``provenance.earlier_json``), as a table."""
     if earlier is None:
-        return "No earlier commit holds other metrics to compare with."
+        return "Nothing to compare with: HEAD and HEAD~1 hold the same metrics as this run, or none."
     rev, commit, old = earlier
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     keys = [k for k in MAIN_METRICS if number(m.get(k)) and number(old.get(k))]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from ldmpipe.io import ArtifactError, atomic_path, load_arrays, pid_alive, read_json, save_arrays, write_json
+from ldmpipe.io import ArtifactError, Contents, atomic_path, listed, load_arrays, pid_alive, read_json, save_arrays, write_json
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -64,6 +64,17 @@ def test_a_file_of_the_wrong_kind_names_the_file_and_what_it_holds(tmp_path):
     with pytest.raises(ArtifactError, match=r"images.safetensors: has no metadata key 'scale_factor' \(it holds 'classes'\)"):
         meta["scale_factor"]
     assert arrays["images"].shape == (2, 4, 4, 3) and meta["classes"] == ["a"] and meta.get("x") is None
+
+
+def test_listed_shows_the_first_names_and_counts_the_rest():
+    """The one idiom behind every "first N and M more" in a message (prepare's warnings, a file of the
+    wrong kind, the report's unclean work tree)."""
+    names = [f"f{i}" for i in range(12)]
+    assert listed(names) == "f0, f1, f2, f3, f4, f5, f6, f7 and 4 more"
+    assert listed(names, 10, repr) == "'f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7', 'f8', 'f9' and 2 more"
+    assert listed(names[:8]) == "f0, f1, f2, f3, f4, f5, f6, f7" and listed([]) == ""
+    with pytest.raises(ArtifactError, match=r"m.json: has no key 'x' \(it holds 'f0', 'f1', 'f10', 'f11', 'f2', 'f3', 'f4', 'f5' and 4 more\)"):
+        Contents("m.json", "key", dict.fromkeys(names))["x"]
 
 
 def test_json_inputs_name_the_file(tmp_path):

@@ -13,11 +13,17 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def listed(names: list[str], shown: int = 8, fmt: Callable[[str], str] = str) -> str:
+    """``names`` for a one-line message: the first ``shown`` (each through ``fmt``), then "and N more"."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(map(fmt, names[:shown])) + more
 
 
 class ArtifactError(ValueError):
@@ -33,8 +39,7 @@ class Contents(dict):
         self.path, self.what = path, what
 
     def __missing__(self, key: str) -> Any:
-        names = sorted(self)
-        held = ", ".join(map(repr, names[:8])) + (f" and {len(names) - 8} more" if len(names) > 8 else "") or "nothing"
+        held = listed(sorted(self), fmt=repr) or "nothing"
         raise ArtifactError(f"{self.path}: has no {self.what} {key!r} (it holds {held}): not the file this step reads")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..config import Params, check_paths
 from ..constants import MIN_VAL_IMAGES
 from ..data import DataError, prepare_dataset
-from ..io import save_arrays, save_image, write_json
+from ..io import listed, save_arrays, save_image, write_json
 from ..plotting import labelled_grid
 
 
@@ -22,10 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", required=True, help="output: counts and skipped files (.json)")
 
 
-def _listed(names: list[str], shown: int = 10) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
 def run(args: argparse.Namespace, params: Params) -> None:
     d = params.data
     check_paths(params)
@@ -34,11 +30,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
         val_fraction=d.val_fraction, root=d.root, download=d.download, on_bad_file=d.on_bad_file,
     )  # fmt: skip
     if data.skipped:
-        print(f"prepare: warning: skipped {len(data.skipped)} unreadable file(s) under {d.root}: {_listed(data.skipped)}",
+        print(f"prepare: warning: skipped {len(data.skipped)} unreadable file(s) under {d.root}: {listed(data.skipped, 10)}",
               file=sys.stderr)  # fmt: skip
     if data.ignored:
         print(f"prepare: warning: ignored {len(data.ignored)} image file(s) directly in {d.root}: beside class "
-              f"sub-folders only the sub-folders' images are read (move them into one): {_listed(data.ignored)}",
+              f"sub-folders only the sub-folders' images are read (move them into one): {listed(data.ignored, 10)}",
               file=sys.stderr)  # fmt: skip
     if d.count is not None and (found := len(data.train_images) + len(data.val_images) + len(data.skipped)) < d.count:
         where = (f"'{d.root}' holds {found} images: all are used" if d.name == "imagefolder" else

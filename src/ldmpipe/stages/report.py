@@ -15,7 +15,7 @@ import yaml
 from .. import html_page, provenance
 from ..compare import MAIN_METRICS
 from ..config import Params, to_dict
-from ..io import ArtifactError, read_json, save_figure, write_text
+from ..io import ArtifactError, listed, read_json, save_figure, write_text
 from ..plotting import loss_figure
 from .report_conditional import class_section, drawn_classes, guidance_section, md_text, table
 
@@ -151,11 +151,11 @@ def provenance_line(state: dict | None) -> str:
     """The commit the report was built at and whether the work tree matched it (``provenance.work_tree``)."""
     if state is None:
         return "Built outside a git work tree: no commit to name."
-    n, shown = len(state["modified"]), ", ".join(f"`{p}`" for p in state["modified"][:8])
+    n = len(state["modified"])
     if n == 0:
         return f"Built at commit `{state['commit']}`; the work tree was clean (the pipeline's outputs aside)."
-    more = f" and {n - 8} more" if n > 8 else ""
-    return f"Built at commit `{state['commit']}`; the work tree was **not clean**: {n} path(s) differed from it ({shown}{more})."
+    shown = listed(state["modified"], fmt=lambda p: f"`{p}`")
+    return f"Built at commit `{state['commit']}`; the work tree was **not clean**: {n} path(s) differed from it ({shown})."
 
 
 def metrics_diff(m: dict, earlier: tuple[str, str, dict] | None) -> str:

@@ -1,0 +1,123 @@
+"""Diagnosis: where does the model's own reverse process (DDPM, every step) lose the data's class mix?
+
+The default model's DDPM-1000 row draws too many circles and too few stars and hexagons (README, "Is the
+model sound at every noise level?"), while a 10-step ODE sampler keeps the mix closer to the data's.
+With a perfect denoiser both processes keep the marginal q(x_t) at every t, so started from real latents
+noised to t_s (x_{t_s} = sqrt(abar) x0 + sqrt(1 - abar) eps, eq. 4, a fixed eps) they must end with the
+data's mix.  Their drift from it, as t_s grows, says over which noise levels the model's error piles up,
+and whether the stochastic process (fresh noise at each step) or the ODE is the one that drifts.
+
+For each t_s in ``--starts``, on the first ``--n`` training latents (their labels known):
+- DDPM (Ho et al. 2020, Algorithm 2) from t_s through every remaining step, per-sample generators;
+- DDIM eta = 0 with 25 steps evenly from t_s (`diagnose_steps.partial_reverse`).
+Each row: FID against the evaluator's reference, the evaluator's class mix, and ``kept``: the fraction
+classified as the class of the latent it started from (t_s = 999 is pure noise: chance).
+
+Usage: python benchmarks/diagnose_reverse.py [--root .] [--starts 999 800 600 400] [--noise-seed 0]
+       [--s-noise 1.0] [--out benchmarks/results/diagnose_reverse.json] [--grid diagnose_reverse.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnose_steps import partial_reverse  # benchmarks/ is on sys.path when this file is run
+from tqdm import tqdm
+
+from ldmpipe import runtime
+from ldmpipe.diffusion.noise import randn_per_sample, sample_generators
+from ldmpipe.evaluation import Reference
+from ldmpipe.generate import decode_samples, make_sampler, schedule_of
+from ldmpipe.io import load_arrays, read_json, save_image, write_json
+from ldmpipe.metrics import extract
+from ldmpipe.models.autoencoder import load_autoencoder
+from ldmpipe.models.checkpoint import load_model
+from ldmpipe.models.classifier import Classifier
+from ldmpipe.models.unet import UNet
+from ldmpipe.plotting import image_grid, titled_panels
+
+
+@torch.no_grad()
+def ddpm_from(unet, sampler, x: torch.Tensor, t_s: int, seeds: list[int], s_noise: float = 1.0,
+              batch: int = 250) -> torch.Tensor:  # fmt: skip
+    """DDPM steps t_s, t_s - 1, ..., 0 from x = x_{t_s} (N, C, h, w): every step of a 1000-step sampler.
+
+    ``s_noise`` scales each step's fresh noise sigma_t z (Karras et al. 2022, Algorithm 2's S_noise: a
+    denoiser that removes slightly too much noise is compensated by adding slightly more)."""
+    abar = sampler.schedule.alphas_cumprod
+    out = []
+    for b in range(0, len(x), batch):
+        xb, gens = x[b : b + batch], sample_generators(seeds[b : b + batch])
+        for t in tqdm([t for t in sampler.timesteps.tolist() if t <= t_s], desc=f"DDPM from {t_s}", leave=False, mininterval=30):
+            o = unet(xb, torch.full((len(xb),), t, dtype=torch.int64, device=xb.device))
+            states = [g.get_state() for g in gens]
+            x_next = sampler.step(o, t, xb, generator=gens)  # mean + sigma_t z
+            prev = sampler.previous_timestep(t)
+            if s_noise != 1.0 and prev >= 0:  # + (s_noise - 1) sigma_t z, z redrawn from the same states
+                a_t, a_prev = float(abar[t]), float(abar[prev])
+                sigma = math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))  # sqrt(beta-tilde_t), eq. 7
+                z = randn_per_sample(xb.shape, [torch.Generator().set_state(s) for s in states], device=xb.device)
+                x_next = x_next + (s_noise - 1.0) * sigma * z
+            xb = x_next
+        out.append(xb)
+    return torch.cat(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=".", type=Path)
+    p.add_argument("--starts", type=int, nargs="+", default=[999, 800, 600, 400])
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--noise-seed", type=int, default=0, help="draws eps and the DDPM steps' noise")
+    p.add_argument("--s-noise", type=float, default=1.0, help="scale of the DDPM steps' fresh noise (1: Algorithm 2)")
+    p.add_argument("--out", default="benchmarks/results/diagnose_reverse.json")
+    p.add_argument("--grid", default=None, help="also save a picture: the first 8 samples of every row (.png)")
+    args = p.parse_args()
+    data = args.root / "data"
+    device = runtime.setup("cpu")
+    ev, _ = load_model(Classifier, data / "evaluator/model.safetensors", device)
+    ref = Reference.load(data / "evaluator/reference.safetensors")
+    classes = read_json(data / "prepared/meta.json")["classes"]
+    vae = load_autoencoder(data / "vae/model.safetensors", device)
+    unet, extra = load_model(UNet, data / "diffusion/model.safetensors", device)
+    d, scale = extra["diffusion"], float(extra["scale_factor"])
+    latents, meta = load_arrays(data / "latents/train.safetensors")
+    x0 = torch.from_numpy(latents["latents"][: args.n]).float().to(device) * float(meta["scale_factor"])  # (N, C, h, w)
+    labels = np.asarray(latents["labels"][: args.n])
+    eps = torch.randn(x0.shape, generator=runtime.generator(args.noise_seed, "diagnose_reverse")).to(device)
+    abar = schedule_of(d).alphas_cumprod.double()  # (T,)
+    ddpm = make_sampler("ddpm", schedule_of(d), prediction=d["prediction"], spacing="trailing")
+    ddpm.set_timesteps(d["timesteps"])  # every step: T-1, ..., 0
+
+    def row(images: np.ndarray, **key) -> dict:
+        feats, probs = extract(ev.features, ev.head, images, 250, device)
+        called = probs.argmax(1)
+        mix = dict(zip(classes, (np.bincount(called, minlength=len(classes)) / len(called)).round(3).tolist()))
+        r = {**key, "fid": round(ref.fid(feats), 3), "kept": round(float((called == labels).mean()), 3), "called": mix}
+        print(r, flush=True)
+        return r
+
+    real = decode_samples(vae, x0, scale)
+    rows, panels = [row(real, process="real latents, decoded", t_s=0)], [(["real latents,", "decoded"], image_grid(real[:8], ncol=4))]
+    seeds = [args.noise_seed * 1_000_003 + i for i in range(args.n)]
+    for t_s in args.starts:
+        x = math.sqrt(abar[t_s]) * x0 + math.sqrt(1 - abar[t_s]) * eps
+        stochastic = decode_samples(vae, ddpm_from(unet, ddpm, x, t_s, seeds, args.s_noise), scale)
+        rows.append(row(stochastic, process="DDPM, every step" + (f", S_noise {args.s_noise}" if args.s_noise != 1 else ""), t_s=t_s))
+        ode = partial_reverse(unet, vae, abar, d["prediction"], x0, eps, t_s, 25, scale)
+        rows.append(row(ode, process="DDIM eta=0, 25 steps", t_s=t_s))
+        panels.append(([f"from t_s = {t_s}:", "DDPM (top),", "DDIM 25 (bottom)"], image_grid(np.concatenate([stochastic[:8], ode[:8]]), ncol=4)))
+    if args.grid:
+        title = f"The same {len(real[:8])} training latents, noised to t_s and taken back to t = 0 (noise seed {args.noise_seed})"
+        save_image(args.grid, titled_panels(title, panels))
+    write_json(args.out, {"n": args.n, "noise_seed": args.noise_seed, "s_noise": args.s_noise, "abar": {t: float(abar[t]) for t in args.starts},
+                          "data_mix": dict(zip(classes, (np.bincount(labels, minlength=len(classes)) / len(labels)).round(3).tolist())),
+                          "rows": rows})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

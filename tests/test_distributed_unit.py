@@ -91,6 +91,24 @@ def test_the_launcher_prints_each_worker_error_once(monkeypatch, capfd, lines, e
     assert "LDMPIPE_ERROR_DIR" not in os.environ
 
 
+def test_a_rendezvous_failure_is_one_line(monkeypatch, capfd):
+    """torchrun raises a RendezvousError, not a ChildFailedError, when its workers never meet (no free
+    port, a timeout): one line naming it, exit 1, and the error directory is cleaned up."""
+    from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
+
+    from ldmpipe import cli
+
+    def run(_config):
+        raise RendezvousConnectionError("The connection to the C10d store has failed.")
+
+    monkeypatch.setattr("torch.distributed.run.run", run)
+    assert cli.launch(["train-diffusion"], 2, "train-diffusion") == 1
+    assert capfd.readouterr().err.splitlines() == [
+        "ldmpipe train-diffusion: error: torchrun could not start 2 workers "
+        "(RendezvousConnectionError: The connection to the C10d store has failed.)"]  # fmt: skip
+    assert "LDMPIPE_ERROR_DIR" not in os.environ
+
+
 def test_a_worker_leaves_its_error_for_the_launcher(monkeypatch, tmp_path, capsys):
     from ldmpipe import cli
 

@@ -92,6 +92,7 @@ def launch(argv: list[str], nproc: int, command: str) -> int:
     Returns the first failure's exit code (128 + N for signal N).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.run import parse_args, run
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # ldmpipe sets each worker's threads itself
@@ -114,6 +115,10 @@ def launch(argv: list[str], nproc: int, command: str) -> int:
                 print(line, file=sys.stderr)
             code = e.get_first_failure()[1].exitcode
             return 128 - code if code < 0 else code or 1  # a signal N exits 128 + N, as in a shell
+        except RendezvousError as e:  # the workers never met (no free port, a timeout): nothing ran
+            print(f"ldmpipe {command}: error: torchrun could not start {nproc} workers ({type(e).__name__}: {e})",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         finally:
             elastic.setLevel(level)
             del os.environ[ERROR_DIR_ENV]

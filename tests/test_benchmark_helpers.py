@@ -1,0 +1,66 @@
+"""The measurement helpers of two benchmark scripts whose figures the README quotes: the DDPM loop of
+`benchmarks/diagnose_reverse.py` and the loss weights of `benchmarks/truncated_snr.py`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ldmpipe.diffusion import NoiseSchedule, min_snr_weights
+from ldmpipe.diffusion.noise import randn_per_sample, sample_generators
+from ldmpipe.generate import make_sampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from diagnose_reverse import ddpm_from  # noqa: E402
+from truncated_snr import truncated_min_snr_weights  # noqa: E402
+
+
+def _ddpm(T: int = 20):
+    schedule = NoiseSchedule.from_config("cosine", T, 1e-4, 2e-2)
+    sampler = make_sampler("ddpm", schedule, prediction="v_prediction", spacing="trailing")
+    sampler.set_timesteps(T)
+    return sampler
+
+
+def unet(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # a stand-in network: (B, C, H, W) -> same
+    return 0.3 * x + 0.01 * t.float().view(-1, 1, 1, 1)
+
+
+def test_ddpm_from_is_the_samplers_own_loop_and_s_noise_only_scales_the_fresh_noise():
+    sampler, x, seeds = _ddpm(), torch.randn(4, 2, 3, 3), [5, 6, 7, 8]
+    expected, gens = x.clone(), sample_generators(seeds)
+    for t in [t for t in sampler.timesteps.tolist() if t <= 12]:
+        expected = sampler.step(unet(expected, torch.full((4,), t)), t, expected, generator=gens)
+    assert torch.equal(ddpm_from(unet, sampler, x, 12, seeds), expected)
+    one_step = [ddpm_from(unet, sampler, x, 1, seeds, s) for s in (1.0, 2.0, 3.0)]  # t = 1 then t = 0
+    assert (one_step[1] - one_step[0]).abs().max() > 1e-3
+    torch.testing.assert_close(one_step[2] - one_step[1], one_step[1] - one_step[0], atol=1e-6, rtol=0)
+    assert torch.equal(ddpm_from(unet, sampler, x, 0, seeds, 2.0), ddpm_from(unet, sampler, x, 0, seeds))  # no noise at t = 0
+    # S_noise = 2 at t = 1: the step's own fresh noise sigma_1 z once more, sigma_1^2 = beta-tilde_1 (eq. 7)
+    abar = sampler.schedule.alphas_cumprod
+    sigma = ((1 - abar[0]) / (1 - abar[1]) * (1 - abar[1] / abar[0])).sqrt().item()
+    y = sampler.step(unet(x, torch.full((4,), 1)), 1, x, generator=sample_generators(seeds))
+    y = y + sigma * randn_per_sample(x.shape, sample_generators(seeds))
+    torch.testing.assert_close(one_step[1], sampler.step(unet(y, torch.full((4,), 0)), 0, y), atol=1e-6, rtol=0)
+
+
+def test_ddpm_from_gives_sample_i_the_same_result_at_any_n_and_batch():
+    """The README's grid comes from a 16-sample run and stands for the first 8 of the 500-sample rows."""
+    sampler, x = _ddpm(), torch.randn(6, 2, 3, 3)
+    full = ddpm_from(unet, sampler, x, 15, list(range(6)), batch=4)
+    torch.testing.assert_close(ddpm_from(unet, sampler, x[:3], 15, list(range(3)), batch=2), full[:3], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+def test_truncated_weights_are_min_snr_above_snr_1_and_the_x0_error_below(prediction):
+    snr = torch.tensor([0.0, 1e-6, 0.05, 0.5, 1.0, 2.0, 5.0, 50.0], dtype=torch.float64)
+    w = truncated_min_snr_weights(snr, 5.0, prediction)
+    to_x0 = {"epsilon": snr, "sample": torch.ones_like(snr), "v_prediction": snr + 1}[prediction]  # error ratio
+    x0_weight = (w * to_x0)[1:]  # the weight on the x0 error; SNR = 0 is the guard (weight 1)
+    torch.testing.assert_close(x0_weight, torch.tensor([1, 1, 1, 1, 2, 5, 5], dtype=torch.float64))
+    assert w[0] == 1.0
+    at_least_1 = snr >= 1
+    torch.testing.assert_close(w[at_least_1], min_snr_weights(snr, 5.0, prediction)[at_least_1])

@@ -89,15 +89,18 @@ def main() -> None:
     x0 = torch.from_numpy(latents["latents"][: args.n]).float().to(device) * float(meta["scale_factor"])  # (N, C, h, w)
     labels = np.asarray(latents["labels"][: args.n])
     eps = torch.randn(x0.shape, generator=runtime.generator(args.noise_seed, "diagnose_reverse")).to(device)
-    abar = schedule_of(d).alphas_cumprod.double()  # (T,)
-    ddpm = make_sampler("ddpm", schedule_of(d), prediction=d["prediction"], spacing="trailing")
+    schedule = schedule_of(d)
+    abar = schedule.alphas_cumprod.double()  # (T,)
+    ddpm = make_sampler("ddpm", schedule, prediction=d["prediction"], spacing="trailing")
     ddpm.set_timesteps(d["timesteps"])  # every step: T-1, ..., 0
+
+    def shares(indices: np.ndarray) -> dict[str, float]:  # class index (N,) -> each class's share
+        return dict(zip(classes, (np.bincount(indices, minlength=len(classes)) / len(indices)).round(3).tolist()))
 
     def row(images: np.ndarray, **key) -> dict:
         feats, probs = extract(ev.features, ev.head, images, 250, device)
         called = probs.argmax(1)
-        mix = dict(zip(classes, (np.bincount(called, minlength=len(classes)) / len(called)).round(3).tolist()))
-        r = {**key, "fid": round(ref.fid(feats), 3), "kept": round(float((called == labels).mean()), 3), "called": mix}
+        r = {**key, "fid": round(ref.fid(feats), 3), "kept": round(float((called == labels).mean()), 3), "called": shares(called)}
         print(r, flush=True)
         return r
 
@@ -115,7 +118,7 @@ def main() -> None:
         title = f"The same {len(real[:8])} training latents, noised to t_s and taken back to t = 0 (noise seed {args.noise_seed})"
         save_image(args.grid, titled_panels(title, panels))
     write_json(args.out, {"n": args.n, "noise_seed": args.noise_seed, "s_noise": args.s_noise, "abar": {t: float(abar[t]) for t in args.starts},
-                          "data_mix": dict(zip(classes, (np.bincount(labels, minlength=len(classes)) / len(labels)).round(3).tolist())),
+                          "data_mix": shares(labels),
                           "rows": rows})  # fmt: skip
 
 

@@ -105,8 +105,12 @@ class _DPMFloat64:
 DPMSolverFloat64 = type("DPMSolverFloat64", (_DPMFloat64, diffusers.DPMSolverMultistepScheduler), {})
 
 
-def compare(ours, ref, n: int, *, stochastic: bool = False, ref_step_kwargs=None, ref_timesteps=None):
-    """Run both from the same x_T with the same model and noise; assert every intermediate sample agrees."""
+def compare(ours, ref, n: int, *, stochastic: bool = False, ref_step_kwargs=None, ref_timesteps=None, begin: int = 0):
+    """Run both from the same x_T with the same model and noise; assert every intermediate sample agrees.
+
+    ``begin`` > 0: a partial reverse process, as diffusers' img2img pipelines run it: `set_begin_index`,
+    then both sides take the same x0 and noise to `timesteps[begin]` with their own `add_noise` (which
+    must agree) and step from there."""
     ours.set_timesteps(n)
     if ref_timesteps is None:
         ref.set_timesteps(n)
@@ -121,9 +125,18 @@ def compare(ours, ref, n: int, *, stochastic: bool = False, ref_step_kwargs=None
     gens_ours = sample_generators([11, 12, 13]) if stochastic else None
     if stochastic:
         kw["generator"] = sample_generators([11, 12, 13])
-    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * ours.init_noise_sigma
-    y = x.clone()
-    for t in ours.timesteps.tolist():
+    if begin:
+        t = int(ours.timesteps[begin])
+        x0, eps = (torch.randn(SHAPE, generator=torch.Generator().manual_seed(k), dtype=torch.float64) for k in (1, 2))
+        ours.set_begin_index(begin)
+        if hasattr(ref, "set_begin_index"):  # DDPM/DDIM keep no step index
+            ref.set_begin_index(begin)
+        x, y = ours.add_noise(x0, eps, t), ref.add_noise(x0, eps, torch.tensor([t]))
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    else:
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * ours.init_noise_sigma
+        y = x.clone()
+    for t in ours.timesteps.tolist()[begin:]:
         x = ours.step(fake_model(ours.scale_model_input(x, t), t), t, x, generator=gens_ours)
         y = ref.step(fake_model(ref.scale_model_input(y, t), t), t, y, return_dict=False, **kw)[0]
         assert x.dtype == torch.float64 and y.dtype == torch.float64
@@ -213,6 +226,28 @@ def test_heun(name, prediction, spacing, n):
     ref = _reference(diffusers.HeunDiscreteScheduler, ours.schedule, prediction, timestep_spacing=spacing)
     compare(ours, ref, n)
     assert ours.nfe == 2 * n - 1
+
+
+@pytest.mark.parametrize(
+    "make, cls, kw",
+    [
+        (lambda s: DDPMSampler(s, spacing="trailing"), diffusers.DDPMScheduler,
+         {"variance_type": "fixed_small", "clip_sample": False, "timestep_spacing": "trailing"}),
+        (lambda s: DDIMSampler(s), diffusers.DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": True}),
+        (lambda s: DPMSolverPPSampler(s), DPMSolverFloat64, {"solver_order": 2}),
+        (lambda s: SDEDPMSolverPPSampler(s), DPMSolverFloat64, {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}),
+        (lambda s: HeunSampler(s), diffusers.HeunDiscreteScheduler, {}),
+    ],
+)
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("begin", [2, 6])
+def test_partial_reverse_process(make, cls, kw, prediction, begin):
+    """`add_noise` and `set_begin_index` against diffusers' (SDEdit / img2img): from timesteps[begin] on, every
+    sample agrees; the multistep solver starts first order there, Heun at a predictor stage."""
+    ours = make(schedule_for("cosine"))
+    ours.prediction = prediction
+    ref = _reference(cls, ours.schedule, prediction, **kw)
+    compare(ours, ref, 10, stochastic=isinstance(ours, (DDPMSampler, SDEDPMSolverPPSampler)), begin=begin)
 
 
 @pytest.mark.parametrize(

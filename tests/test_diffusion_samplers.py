@@ -297,6 +297,93 @@ def test_sample_loop_progress_goes_to_stderr(capsys):
     assert out == "" and "sampling" in err
 
 
+# --- partial reverse processes (SDEdit / img2img): add_noise, set_begin_index, sample_loop(latents=...) ---
+
+
+@pytest.mark.parametrize("sampler_name, opts", ALL_SAMPLERS)
+def test_sample_loop_from_latents_steps_through_the_rest_of_the_timesteps(sampler_name, opts):
+    """The loop from x at timesteps[k] is the sampler's own steps from there, with the same per-sample noise."""
+    schedule = _scaled("linear", 50)
+    sampler = SAMPLERS[sampler_name](schedule, **opts)
+    sampler.set_timesteps(8)
+    k, seeds, model = 4, [3, 4, 5], gaussian_eps_model(schedule, 0.5)
+    t_k = int(sampler.timesteps[k])
+    x = sampler.add_noise(torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2), t_k)
+    seen = []
+    out = sample_loop(model, sampler, x.shape, sample_generators(seeds), "cpu", progress=False, latents=x, begin_index=k,
+                      callback=lambda i, t, x_in, o: seen.append((i, t)))  # fmt: skip
+    sampler.set_timesteps(8)
+    sampler.set_begin_index(k)
+    expected, gens = x.clone(), sample_generators(seeds)
+    for t in sampler.timesteps.tolist()[k:]:
+        t_batch = torch.full((3,), t, dtype=torch.int64)
+        expected = sampler.step(model(sampler.scale_model_input(expected, t), t_batch), t, expected, generator=gens)
+    assert torch.equal(out, expected)
+    assert seen == list(enumerate(sampler.timesteps.tolist()))[k:]
+
+
+@pytest.mark.parametrize("sampler_name, opts", ALL_SAMPLERS)
+def test_partial_reverse_process_keeps_the_data_distribution(sampler_name, opts):
+    """x0 ~ N(0, s^2 I) taken forward to t by `add_noise` and back by the optimal network ends at std s: the
+    sampler's add_noise puts x in the space its steps work in (VP, or Heun's VE: Heun from the VP x ends
+    at std 0.19)."""
+    schedule = _scaled("cosine", 200)
+    sampler = SAMPLERS[sampler_name](schedule, **opts)
+    sampler.set_timesteps(199)  # ~every step: DDPM on a sparse sub-sequence loses variance (fixed-small sigma)
+    k, s = 100, 0.5
+    x0 = s * torch.randn(GAUSS_SHAPE, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(GAUSS_SHAPE, generator=torch.Generator().manual_seed(1))
+    x = sampler.add_noise(x0, eps, int(sampler.timesteps[k]))
+    out = sample_loop(gaussian_eps_model(schedule, s), sampler, GAUSS_SHAPE, torch.Generator().manual_seed(2), "cpu",
+                      progress=False, latents=x, begin_index=k)  # fmt: skip
+    assert out.std().item() == pytest.approx(s, rel=0.05)
+
+
+def test_partial_reverse_process_errors():
+    schedule = _scaled("linear", 50)
+    sampler = DDIMSampler(schedule)
+    sampler.set_timesteps(5)
+    x = torch.zeros(2, 1, 2, 2)
+    with pytest.raises(ValueError, match="begin_index 2 needs latents"):
+        sample_loop(lambda x, t: x, sampler, x.shape, None, "cpu", progress=False, begin_index=2)
+    with pytest.raises(ValueError, match=r"latents of shape \(2, 1, 2, 2\) for samples of shape \(3, 1, 2, 2\)"):
+        sample_loop(lambda x, t: x, sampler, (3, 1, 2, 2), None, "cpu", progress=False, latents=x, begin_index=2)
+    with pytest.raises(ValueError, match=r"begin_index 5 outside \[0, 4\]"):
+        sampler.set_begin_index(5)
+    heun = HeunSampler(schedule)
+    heun.set_timesteps(5)
+    with pytest.raises(ValueError, match="corrector stage"):
+        heun.set_begin_index(3)
+    heun.set_begin_index(4)
+
+
+def test_ddpm_variance_is_beta_tilde_and_scales_only_the_fresh_noise():
+    """sigma_t^2 = beta-tilde_t (Ho et al. 2020, eq. 7), 0 at the last step; a subclass that scales it by c^2
+    (EDM's S_noise) moves the step by (c - 1) sigma_t z from the same mean."""
+    schedule = _scaled("cosine", 50)
+    abar = schedule.alphas_cumprod
+
+    class Scaled(DDPMSampler):
+        c = 1.0
+
+        def variance(self, t):
+            return self.c**2 * super().variance(t)
+
+    sampler = Scaled(schedule, spacing="trailing")
+    sampler.set_timesteps(10)
+    t, prev = sampler.timesteps.tolist()[3:5]
+    assert sampler.variance(t) == pytest.approx(((1 - abar[prev]) / (1 - abar[t]) * (1 - abar[t] / abar[prev])).item(), rel=1e-12)
+    assert sampler.variance(int(sampler.timesteps[-1])) == 0.0
+    x, out = torch.randn(2, 1, 2, 2), torch.randn(2, 1, 2, 2)
+    steps = []
+    for c in (1.0, 2.0, 3.0):
+        sampler.c = c
+        steps.append(sampler.step(out, t, x, generator=sample_generators([7, 8])))
+    z = randn_per_sample(x.shape, sample_generators([7, 8]))
+    torch.testing.assert_close(steps[1] - steps[0], sampler.variance(t) ** 0.5 / 3 * z, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(steps[2] - steps[1], steps[1] - steps[0], atol=1e-6, rtol=1e-5)
+
+
 # --- timesteps and errors ----------------------------------------------------------------------------
 
 

@@ -10,9 +10,18 @@
 `timesteps` are int64 training timesteps; a two-stage sampler (Heun) lists a timestep twice, so
 `nfe = len(timesteps)` counts model evaluations honestly. Multistep and two-stage samplers keep state
 between `step` calls, which must follow `timesteps` in order; `set_timesteps` resets it.
+
+A partial reverse process (SDEdit, Meng et al. 2022; diffusers' img2img pipelines) starts at
+`timesteps[i]` from data taken forward to that timestep:
+
+    sampler.set_timesteps(n); sampler.set_begin_index(i)
+    x = sampler.add_noise(x0, eps, int(sampler.timesteps[i]))
+    for t in sampler.timesteps[i:]: ...as above
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -47,6 +56,22 @@ class Sampler:
     def scale_model_input(self, sample: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The model's input for `sample` at timestep t (identity unless the sampler works in sigma space)."""
         return sample
+
+    def add_noise(self, original: torch.Tensor, noise: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """The sampler's x at timestep t for data `original` and noise `noise`, both (B, C, H, W): here the
+        VP x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. 2020, eq. 4), as diffusers' `add_noise`."""
+        abar = float(self.schedule.alphas_cumprod[int(t)])
+        return math.sqrt(abar) * original + math.sqrt(1.0 - abar) * noise
+
+    def set_begin_index(self, begin_index: int) -> None:
+        """Make the next `step` the one at `timesteps[begin_index]` (diffusers' `set_begin_index`), for a
+        partial reverse process; call it after `set_timesteps`, which starts at 0. A multistep sampler
+        starts without history there (first order), as from x_T."""
+        n = len(self._require_timesteps())
+        begin_index = int(begin_index)
+        if not 0 <= begin_index < n:
+            raise ValueError(f"begin_index {begin_index} outside [0, {n - 1}] (this sampler's {n} timesteps)")
+        self._position = begin_index
 
     def _require_timesteps(self) -> torch.Tensor:
         if self.timesteps is None:

@@ -50,11 +50,20 @@ class DDPMSampler(SingleStepSampler):
         c_xt = math.sqrt(alpha_t) * (1.0 - abar_prev) / (1.0 - abar_t)
         mean = c_x0 * x0_hat + c_xt * sample  # (B, C, H, W)
 
-        # 4. Ancestral noise with the fixed-small variance beta-tilde_t = (1 - abar_prev) / (1 - abar_t) beta_t
-        #    (eq. 7, sigma_t^2 in eq. 6 / Algorithm 2); none at the final step (prev_t < 0, where it is 0;
-        #    diffusers' rule "t > 0" adds 1e-10 z there with trailing spacing, which ends at t > 0).
+        # 4. Ancestral noise sigma_t z, sigma_t^2 = `variance(t)`; none at the final step (prev_t < 0, where
+        #    it is 0; diffusers' rule "t > 0" adds 1e-10 z there with trailing spacing, which ends at t > 0).
         if prev_t >= 0:
-            var = max((1.0 - abar_prev) / (1.0 - abar_t) * beta_t, 1e-20)
             z = randn_per_sample(sample.shape, generator, dtype=sample.dtype, device=sample.device)
-            mean = mean + math.sqrt(var) * z
+            mean = mean + math.sqrt(max(self.variance(t), 1e-20)) * z
         return mean
+
+    def variance(self, t: int) -> float:
+        """sigma_t^2 of the step from t: the fixed-small beta-tilde_t = (1 - abar_prev) / (1 - abar_t) beta_t
+        (eq. 7, sigma_t^2 in eq. 6 / Algorithm 2), with the one-jump beta_t = 1 - abar_t / abar_prev; 0 at the
+        last step. A subclass that scales it scales only the fresh noise (e.g. EDM's S_noise)."""
+        prev_t = self.previous_timestep(t)
+        if prev_t < 0:
+            return 0.0
+        abars = self.schedule.alphas_cumprod  # (T,) float64
+        abar_t, abar_prev = float(abars[t]), float(abars[prev_t])
+        return (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)

@@ -51,6 +51,10 @@ class DPMSolverPPSampler(Sampler):
         self._history = None
         self._position = 0
 
+    def set_begin_index(self, begin_index: int) -> None:
+        super().set_begin_index(begin_index)
+        self._history = None  # the first step from there is first order
+
     def step(
         self,
         model_output: torch.Tensor,

@@ -56,6 +56,18 @@ class HeunSampler(Sampler):
         sigma = float(self.schedule.sigmas[int(t)])
         return sample / ((sigma**2 + 1) ** 0.5)
 
+    def add_noise(self, original: torch.Tensor, noise: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """The VE x = x0 + sigma_t eps this sampler works on (diffusers' Heun: the same), (B, C, H, W)."""
+        return original + float(self.schedule.sigmas[int(t)]) * noise
+
+    def set_begin_index(self, begin_index: int) -> None:
+        """As `Sampler.set_begin_index`, at a predictor stage: an even position of `timesteps` (diffusers
+        starts its img2img loops at `t_start * order`)."""
+        if int(begin_index) % 2:
+            raise ValueError(f"begin_index {begin_index} is a corrector stage; Heun starts at even positions")
+        super().set_begin_index(begin_index)
+        self._pending = None
+
     def step(
         self,
         model_output: torch.Tensor,

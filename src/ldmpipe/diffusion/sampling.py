@@ -20,6 +20,8 @@ def sample_loop(
     device: torch.device | str,
     progress: bool = True,
     callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+    latents: torch.Tensor | None = None,
+    begin_index: int = 0,
 ) -> torch.Tensor:
     """Draw samples (B, C, H, W) float32 on `device` with a sampler whose `set_timesteps` was called.
 
@@ -32,16 +34,30 @@ def sample_loop(
     `init_noise_sigma` scales x_T (both trivial except for samplers working in sigma space).
     `callback(i, t, model_input, model_output)`, if given, sees every evaluation i (as diffusers'
     `callback_on_step_end`): the network's input x_t and its output, both (B, C, H, W).
+
+    A partial reverse process (SDEdit, Meng et al. 2022; diffusers' img2img pipelines): `latents`
+    (B, C, H, W), the sampler's x at `timesteps[begin_index]` (e.g. `sampler.add_noise(x0, eps, t)`),
+    replaces x_T, and the loop runs `timesteps[begin_index:]`; the generators then draw only the steps'
+    noise. `i` in the callback stays the position in `timesteps`.
     """
     if getattr(sampler, "timesteps", None) is None:
         raise ValueError("call sampler.set_timesteps(n) before sample_loop")
     sampler.set_timesteps(sampler.num_inference_steps)
+    sampler.set_begin_index(begin_index)
     shape = tuple(int(s) for s in shape)
     B = shape[0]
-    # 1. x_T ~ N(0, init_noise_sigma^2 I): (B, C, H, W), row i from generators[i] on CPU, then moved to device
-    x = randn_per_sample(shape, generators, dtype=torch.float32, device=device) * sampler.init_noise_sigma
+    if latents is None:
+        if begin_index:
+            raise ValueError(f"begin_index {begin_index} needs latents: the sample at timesteps[{begin_index}]")
+        # 1. x_T ~ N(0, init_noise_sigma^2 I): (B, C, H, W), row i from generators[i] on CPU, then moved to device
+        x = randn_per_sample(shape, generators, dtype=torch.float32, device=device) * sampler.init_noise_sigma
+    elif tuple(latents.shape) != shape:
+        raise ValueError(f"latents of shape {tuple(latents.shape)} for samples of shape {shape}")
+    else:
+        x = latents.to(device=device, dtype=torch.float32)  # 1'. x at timesteps[begin_index], (B, C, H, W)
+    timesteps = sampler.timesteps.tolist()[begin_index:]
     with torch.no_grad():
-        for i, t in enumerate(tqdm(sampler.timesteps.tolist(), desc="sampling", file=sys.stderr, disable=not progress)):
+        for i, t in enumerate(tqdm(timesteps, desc="sampling", file=sys.stderr, disable=not progress), start=begin_index):
             # 2. The network's output at (scale_model_input(x, t), t): (B, C, H, W)
             t_batch = torch.full((B,), t, dtype=torch.int64, device=x.device)
             x_in = sampler.scale_model_input(x, t)

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from diagnose_steps import partial_reverse  # benchmarks/ is on sys.path when this file is run
-from tqdm import tqdm
 
 from ldmpipe import runtime
-from ldmpipe.diffusion.noise import randn_per_sample, sample_generators
+from ldmpipe.diffusion import DDPMSampler, sample_generators, sample_loop
 from ldmpipe.evaluation import Reference
-from ldmpipe.generate import decode_samples, make_sampler, schedule_of
+from ldmpipe.generate import decode_samples, schedule_of
 from ldmpipe.io import load_arrays, read_json, save_image, write_json
 from ldmpipe.metrics import extract
 from ldmpipe.models.autoencoder import load_autoencoder
@@ -41,30 +40,27 @@ from ldmpipe.models.unet import UNet
 from ldmpipe.plotting import image_grid, titled_panels
 
 
-@torch.no_grad()
-def ddpm_from(unet, sampler, x: torch.Tensor, t_s: int, seeds: list[int], s_noise: float = 1.0,
-              batch: int = 250) -> torch.Tensor:  # fmt: skip
-    """DDPM steps t_s, t_s - 1, ..., 0 from x = x_{t_s} (N, C, h, w): every step of a 1000-step sampler.
+class SNoiseDDPM(DDPMSampler):
+    """DDPM (every step, trailing) whose fresh noise is S_noise sigma_t z (Karras et al. 2022, Algorithm 2's
+    S_noise: a denoiser that removes slightly too much noise is compensated by adding slightly more)."""
 
-    ``s_noise`` scales each step's fresh noise sigma_t z (Karras et al. 2022, Algorithm 2's S_noise: a
-    denoiser that removes slightly too much noise is compensated by adding slightly more)."""
-    abar = sampler.schedule.alphas_cumprod
-    out = []
-    for b in range(0, len(x), batch):
-        xb, gens = x[b : b + batch], sample_generators(seeds[b : b + batch])
-        for t in tqdm([t for t in sampler.timesteps.tolist() if t <= t_s], desc=f"DDPM from {t_s}", leave=False, mininterval=30):
-            o = unet(xb, torch.full((len(xb),), t, dtype=torch.int64, device=xb.device))
-            states = [g.get_state() for g in gens]
-            x_next = sampler.step(o, t, xb, generator=gens)  # mean + sigma_t z
-            prev = sampler.previous_timestep(t)
-            if s_noise != 1.0 and prev >= 0:  # + (s_noise - 1) sigma_t z, z redrawn from the same states
-                a_t, a_prev = float(abar[t]), float(abar[prev])
-                sigma = math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))  # sqrt(beta-tilde_t), eq. 7
-                z = randn_per_sample(xb.shape, [torch.Generator().set_state(s) for s in states], device=xb.device)
-                x_next = x_next + (s_noise - 1.0) * sigma * z
-            xb = x_next
-        out.append(xb)
-    return torch.cat(out)
+    def __init__(self, schedule, *, prediction: str, s_noise: float = 1.0) -> None:
+        super().__init__(schedule, prediction=prediction, spacing="trailing")
+        self.s_noise = s_noise
+
+    def variance(self, t: int) -> float:
+        return self.s_noise**2 * super().variance(t)
+
+
+def ddpm_from(unet, sampler, x: torch.Tensor, t_s: int, seeds: list[int], batch: int = 250) -> torch.Tensor:
+    """The sampler's steps t_s, ..., 0 from x = x_{t_s} (N, C, h, w), per-sample generators (`sample_loop`
+    from latents: every remaining step of a DDPM with all T steps)."""
+    begin = int((sampler.timesteps > t_s).sum())  # the position of t_s in the descending timesteps
+    if begin == len(sampler.timesteps) or int(sampler.timesteps[begin]) != t_s:
+        raise ValueError(f"t_s = {t_s} is not one of the sampler's timesteps")
+    return torch.cat([sample_loop(unet, sampler, x[b : b + batch].shape, sample_generators(seeds[b : b + batch]), x.device,
+                                  latents=x[b : b + batch], begin_index=begin)
+                      for b in range(0, len(x), batch)])  # fmt: skip
 
 
 def main() -> None:
@@ -91,7 +87,7 @@ def main() -> None:
     eps = torch.randn(x0.shape, generator=runtime.generator(args.noise_seed, "diagnose_reverse")).to(device)
     schedule = schedule_of(d)
     abar = schedule.alphas_cumprod.double()  # (T,)
-    ddpm = make_sampler("ddpm", schedule, prediction=d["prediction"], spacing="trailing")
+    ddpm = SNoiseDDPM(schedule, prediction=d["prediction"], s_noise=args.s_noise)
     ddpm.set_timesteps(d["timesteps"])  # every step: T-1, ..., 0
 
     def shares(indices: np.ndarray) -> dict[str, float]:  # class index (N,) -> each class's share
@@ -106,10 +102,10 @@ def main() -> None:
 
     real = decode_samples(vae, x0, scale)
     rows, panels = [row(real, process="real latents, decoded", t_s=0)], [(["real latents,", "decoded"], image_grid(real[:8], ncol=4))]
-    seeds = [args.noise_seed * 1_000_003 + i for i in range(args.n)]
+    seeds = [runtime.stage_seed(args.noise_seed, f"diagnose_reverse/ddpm/{i}") for i in range(args.n)]
     for t_s in args.starts:
         x = math.sqrt(abar[t_s]) * x0 + math.sqrt(1 - abar[t_s]) * eps
-        stochastic = decode_samples(vae, ddpm_from(unet, ddpm, x, t_s, seeds, args.s_noise), scale)
+        stochastic = decode_samples(vae, ddpm_from(unet, ddpm, x, t_s, seeds), scale)
         rows.append(row(stochastic, process="DDPM, every step" + (f", S_noise {args.s_noise}" if args.s_noise != 1 else ""), t_s=t_s))
         ode = partial_reverse(unet, vae, abar, d["prediction"], x0, eps, t_s, 25, scale)
         rows.append(row(ode, process="DDIM eta=0, 25 steps", t_s=t_s))

@@ -14,13 +14,13 @@ from ldmpipe.diffusion.noise import randn_per_sample, sample_generators
 from ldmpipe.generate import make_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from diagnose_reverse import ddpm_from  # noqa: E402
+from diagnose_reverse import SNoiseDDPM, ddpm_from  # noqa: E402
 from truncated_snr import truncated_min_snr_weights  # noqa: E402
 
 
-def _ddpm(T: int = 20):
+def _ddpm(T: int = 20, s_noise: float = 1.0):
     schedule = NoiseSchedule.from_config("cosine", T, 1e-4, 2e-2)
-    sampler = make_sampler("ddpm", schedule, prediction="v_prediction", spacing="trailing")
+    sampler = SNoiseDDPM(schedule, prediction="v_prediction", s_noise=s_noise)
     sampler.set_timesteps(T)
     return sampler
 
@@ -31,20 +31,24 @@ def unet(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # a stand-in networ
 
 def test_ddpm_from_is_the_samplers_own_loop_and_s_noise_only_scales_the_fresh_noise():
     sampler, x, seeds = _ddpm(), torch.randn(4, 2, 3, 3), [5, 6, 7, 8]
+    plain = make_sampler("ddpm", sampler.schedule, prediction="v_prediction", spacing="trailing")
+    plain.set_timesteps(20)
     expected, gens = x.clone(), sample_generators(seeds)
-    for t in [t for t in sampler.timesteps.tolist() if t <= 12]:
-        expected = sampler.step(unet(expected, torch.full((4,), t)), t, expected, generator=gens)
+    for t in [t for t in plain.timesteps.tolist() if t <= 12]:
+        expected = plain.step(unet(expected, torch.full((4,), t)), t, expected, generator=gens)
     assert torch.equal(ddpm_from(unet, sampler, x, 12, seeds), expected)
-    one_step = [ddpm_from(unet, sampler, x, 1, seeds, s) for s in (1.0, 2.0, 3.0)]  # t = 1 then t = 0
+    one_step = [ddpm_from(unet, _ddpm(s_noise=s), x, 1, seeds) for s in (1.0, 2.0, 3.0)]  # t = 1 then t = 0
     assert (one_step[1] - one_step[0]).abs().max() > 1e-3
     torch.testing.assert_close(one_step[2] - one_step[1], one_step[1] - one_step[0], atol=1e-6, rtol=0)
-    assert torch.equal(ddpm_from(unet, sampler, x, 0, seeds, 2.0), ddpm_from(unet, sampler, x, 0, seeds))  # no noise at t = 0
+    assert torch.equal(ddpm_from(unet, _ddpm(s_noise=2.0), x, 0, seeds), ddpm_from(unet, sampler, x, 0, seeds))  # no noise at t = 0
     # S_noise = 2 at t = 1: the step's own fresh noise sigma_1 z once more, sigma_1^2 = beta-tilde_1 (eq. 7)
     abar = sampler.schedule.alphas_cumprod
     sigma = ((1 - abar[0]) / (1 - abar[1]) * (1 - abar[1] / abar[0])).sqrt().item()
-    y = sampler.step(unet(x, torch.full((4,), 1)), 1, x, generator=sample_generators(seeds))
+    y = plain.step(unet(x, torch.full((4,), 1)), 1, x, generator=sample_generators(seeds))
     y = y + sigma * randn_per_sample(x.shape, sample_generators(seeds))
-    torch.testing.assert_close(one_step[1], sampler.step(unet(y, torch.full((4,), 0)), 0, y), atol=1e-6, rtol=0)
+    torch.testing.assert_close(one_step[1], plain.step(unet(y, torch.full((4,), 0)), 0, y), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="t_s = 25 is not one of the sampler's timesteps"):
+        ddpm_from(unet, sampler, x, 25, seeds)
 
 
 def test_ddpm_from_gives_sample_i_the_same_result_at_any_n_and_batch():

@@ -1,8 +1,8 @@
 """``vae.kind: pretrained``: a diffusers AutoencoderKL from a local folder, offline.
 
 A tiny random AutoencoderKL (f = 4, 4 latent channels, as the tiny config) is saved with
-``save_pretrained``; the checks refuse hub names and folders that do not fit; the tiny DAG runs under
-HF_HUB_OFFLINE=1 up to ``evaluate`` and ``evaluate_vae``: train_vae copies the weights bit for bit,
+``save_pretrained``; the checks refuse hub names and folders that do not fit; the tiny DAG (one sweep
+entry) runs under HF_HUB_OFFLINE=1 through ``report``: train_vae copies the weights bit for bit,
 encode scales by 1 / std, samples are decoded with it, and ``ldmpipe export`` of the run gives a
 pipeline whose DDIM latents equal ours within 1e-4.
 """
@@ -119,6 +119,8 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     folder = save_tiny_autoencoder(tmp_path_factory.mktemp("sd") / "vae")
     repo = make_repo(tmp_path_factory.mktemp("pretrained"))
     params = pretrained_params(yaml.safe_load((repo / "params.yaml").read_text()), folder)
+    # one sweep entry and a 10-step reference row, as in test_e2e_conditional (test_e2e covers the sweep)
+    params["sweep"].update(samplers=["ddim"], spacings=["leading"], reference_steps=10)
     write_params(repo / "params.yaml", params)
     env = {**ENV, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path_factory.mktemp("hf"))}
     ran = ran_stages(sh("dvc repro", repo, env))  # the whole DAG, the report included

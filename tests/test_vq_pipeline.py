@@ -32,7 +32,8 @@ def repo(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("vq"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["vae"]["kind"] = "vq"
-    params["sweep"]["samplers"] = ["ddim"]  # keep it short
+    # keep it short: one sweep entry and a 10-step reference row (test_e2e covers the sweep)
+    params["sweep"].update(samplers=["ddim"], spacings=["leading"], reference_steps=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = ran_stages(sh("dvc repro", repo))
     assert {"train_vae", "encode", "evaluate_vae", "train_diffusion", "sample", "evaluate", "report"} <= ran

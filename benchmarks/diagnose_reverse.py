@@ -20,7 +20,6 @@ Usage: python benchmarks/diagnose_reverse.py [--root .] [--starts 999 800 600 40
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +103,7 @@ def main() -> None:
     rows, panels = [row(real, process="real latents, decoded", t_s=0)], [(["real latents,", "decoded"], image_grid(real[:8], ncol=4))]
     seeds = [runtime.stage_seed(args.noise_seed, f"diagnose_reverse/ddpm/{i}") for i in range(args.n)]
     for t_s in args.starts:
-        x = math.sqrt(abar[t_s]) * x0 + math.sqrt(1 - abar[t_s]) * eps
+        x = ddpm.add_noise(x0, eps, t_s)  # x_{t_s}, eq. 4
         stochastic = decode_samples(vae, ddpm_from(unet, ddpm, x, t_s, seeds), scale)
         rows.append(row(stochastic, process="DDPM, every step" + (f", S_noise {args.s_noise}" if args.s_noise != 1 else ""), t_s=t_s))
         ode = partial_reverse(unet, vae, abar, d["prediction"], x0, eps, t_s, 25, scale)

@@ -17,14 +17,13 @@ Usage: python benchmarks/diagnose_steps.py [--root .] [--out benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ldmpipe import runtime
-from ldmpipe.diffusion.parameterization import predict_eps, predict_x0
+from ldmpipe.diffusion import DDIMSampler, NoiseSchedule, sample_loop
 from ldmpipe.evaluation import Reference
 from ldmpipe.generate import decode_samples, generate, make_sampler, schedule_of
 from ldmpipe.io import load_arrays, save_image, write_json
@@ -57,15 +56,14 @@ class SplitFID:
 
 
 @torch.no_grad()
-def partial_reverse(unet, vae, abar: torch.Tensor, prediction: str, x0: torch.Tensor, eps: torch.Tensor,
+def partial_reverse(unet, vae, schedule: NoiseSchedule, prediction: str, x0: torch.Tensor, eps: torch.Tensor,
                     t_s: int, k: int, scale: float) -> np.ndarray:  # fmt: skip
-    """x_{t_s} = sqrt(abar) x0 + sqrt(1 - abar) eps (eq. 4), then k DDIM (eta = 0) steps to t = 0; decoded uint8."""
-    ts = [round(t_s * (k - i) / k) for i in range(k)]
-    x = math.sqrt(abar[t_s]) * x0 + math.sqrt(1 - abar[t_s]) * eps  # (N, C, h, w)
-    for i, t in enumerate(ts):
-        out = unet(x, torch.full((len(x),), t, dtype=torch.int64, device=x.device))
-        a, a_prev = float(abar[t]), float(abar[ts[i + 1]]) if i + 1 < k else 1.0
-        x = math.sqrt(a_prev) * predict_x0(prediction, out, x, a) + math.sqrt(1 - a_prev) * predict_eps(prediction, out, x, a)
+    """x_{t_s} by the sampler's `add_noise` (eq. 4), then k DDIM (eta = 0) steps back on the grid
+    round(t_s (k - i) / k), i = 0..k-1 (no spacing's: a grid of one's own), to x_0; decoded uint8."""
+    sampler = DDIMSampler(schedule, eta=0.0, prediction=prediction)
+    sampler.set_timesteps(timesteps=[round(t_s * (k - i) / k) for i in range(k)])
+    x = sampler.add_noise(x0, eps, t_s)  # (N, C, h, w)
+    x = sample_loop(unet, sampler, x.shape, None, x.device, progress=False, latents=x)
     return decode_samples(vae, x, scale)
 
 
@@ -99,10 +97,10 @@ def main() -> None:
     decoded = score(decode_samples(vae, x0, scale))
     result["decoded_real_latents"] = decoded
     print(f"decoded real latents: FID {decoded['fid']:.3f}")
-    abar = schedule_of(d).alphas_cumprod.double()
+    schedule = schedule_of(d)
     for t_s in STARTS:
         for k in STEPS:
-            row = {"t_s": t_s, "steps": k, **score(partial_reverse(unet, vae, abar, d["prediction"], x0, eps, t_s, k, scale))}
+            row = {"t_s": t_s, "steps": k, **score(partial_reverse(unet, vae, schedule, d["prediction"], x0, eps, t_s, k, scale))}
             result["partial"].append(row)
             print("from real x_t, t_s = {t_s:3d}, {steps:2d} steps: FID {fid:7.3f}  top {top:7.3f}  stats {stats:7.3f}".format(**row))
     write_json(args.out, result)

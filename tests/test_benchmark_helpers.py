@@ -1,5 +1,6 @@
-"""The measurement helpers of two benchmark scripts whose figures the README quotes: the DDPM loop of
-`benchmarks/diagnose_reverse.py` and the loss weights of `benchmarks/truncated_snr.py`."""
+"""The measurement helpers of three benchmark scripts whose figures the README quotes: the DDPM loop of
+`benchmarks/diagnose_reverse.py`, the partial DDIM of `benchmarks/diagnose_steps.py` and the loss weights
+of `benchmarks/truncated_snr.py`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldmpipe.diffusion import NoiseSchedule, min_snr_weights
+from ldmpipe.diffusion import NoiseSchedule, min_snr_weights, predict_eps, predict_x0
 from ldmpipe.diffusion.noise import randn_per_sample, sample_generators
 from ldmpipe.generate import make_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from diagnose_reverse import SNoiseDDPM, ddpm_from  # noqa: E402
 from truncated_snr import truncated_min_snr_weights  # noqa: E402
+import diagnose_steps  # noqa: E402
 
 
 def _ddpm(T: int = 20, s_noise: float = 1.0):
@@ -68,3 +70,19 @@ def test_truncated_weights_are_min_snr_above_snr_1_and_the_x0_error_below(predic
     assert w[0] == 1.0
     at_least_1 = snr >= 1
     torch.testing.assert_close(w[at_least_1], min_snr_weights(snr, 5.0, prediction)[at_least_1])
+
+
+def test_partial_reverse_is_k_ddim_steps_from_t_s_on_its_even_grid(monkeypatch):
+    """x_{t_s} = sqrt(abar) x0 + sqrt(1 - abar) eps, then DDIM (eta = 0) at t_s, t_s (k-1)/k, ..., t_s / k (rounded)."""
+    monkeypatch.setattr(diagnose_steps, "decode_samples", lambda vae, x, scale: x)
+    schedule = NoiseSchedule.from_config("cosine", 100, 1e-4, 2e-2)
+    abar = schedule.alphas_cumprod
+    x0, eps = torch.randn(3, 2, 3, 3), torch.randn(3, 2, 3, 3)
+    t_s, k = 70, 3
+    out = diagnose_steps.partial_reverse(unet, None, schedule, "v_prediction", x0, eps, t_s, k, 1.0)
+    x = abar[t_s].sqrt().item() * x0 + (1 - abar[t_s]).sqrt().item() * eps
+    for t, prev in [(70, 47), (47, 23), (23, -1)]:
+        a, a_prev = abar[t].item(), (abar[prev].item() if prev >= 0 else 1.0)
+        out_t = unet(x, torch.full((3,), t))
+        x = a_prev**0.5 * predict_x0("v_prediction", out_t, x, a) + (1 - a_prev) ** 0.5 * predict_eps("v_prediction", out_t, x, a)
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=1e-6)

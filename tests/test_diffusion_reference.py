@@ -105,13 +105,20 @@ class _DPMFloat64:
 DPMSolverFloat64 = type("DPMSolverFloat64", (_DPMFloat64, diffusers.DPMSolverMultistepScheduler), {})
 
 
-def compare(ours, ref, n: int, *, stochastic: bool = False, ref_step_kwargs=None, ref_timesteps=None, begin: int = 0):
+def compare(ours, ref, n: int | None, *, stochastic: bool = False, ref_step_kwargs=None, ref_timesteps=None,
+            begin: int = 0, custom=None):  # fmt: skip
     """Run both from the same x_T with the same model and noise; assert every intermediate sample agrees.
+
+    ``custom``: a grid of one's own instead of n spaced steps, given to both sides' `set_timesteps(timesteps=)`.
 
     ``begin`` > 0: a partial reverse process, as diffusers' img2img pipelines run it: `set_begin_index`,
     then both sides take the same x0 and noise to `timesteps[begin]` with their own `add_noise` (which
     must agree) and step from there."""
-    ours.set_timesteps(n)
+    if custom is not None:
+        ours.set_timesteps(timesteps=custom)
+        ref_timesteps = custom if ref_timesteps is None else ref_timesteps
+    else:
+        ours.set_timesteps(n)
     if ref_timesteps is None:
         ref.set_timesteps(n)
     else:
@@ -248,6 +255,42 @@ def test_partial_reverse_process(make, cls, kw, prediction, begin):
     ours.prediction = prediction
     ref = _reference(cls, ours.schedule, prediction, **kw)
     compare(ours, ref, 10, stochastic=isinstance(ours, (DDPMSampler, SDEDPMSolverPPSampler)), begin=begin)
+
+
+CUSTOM_GRIDS = {  # a grid of one's own: diffusers' "Align Your Steps" (Sabour et al. 2024), one ending at t = 0,
+    "ays": diffusers.schedulers.AysSchedules["StableDiffusionTimesteps"],  # one starting at SNR 0 (T - 1) ...
+    "to_zero": [999, 900, 640, 333, 120, 41, 7, 0],
+    "one": [517],  # ... and a single step
+}
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "zero_snr"])
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("grid", CUSTOM_GRIDS)
+@pytest.mark.parametrize(
+    "make, cls, kw",
+    [
+        (lambda s: DDPMSampler(s), diffusers.DDPMScheduler, {"variance_type": "fixed_small", "clip_sample": False}),
+        (lambda s: DPMSolverPPSampler(s), DPMSolverFloat64, {"solver_order": 2}),
+        (lambda s: SDEDPMSolverPPSampler(s), DPMSolverFloat64, {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}),
+        (lambda s: HeunSampler(s), diffusers.HeunDiscreteScheduler, {}),
+        # diffusers' DDIM takes no grid: eta = 1 is DDPM on it, eta = 0 first-order DPM-Solver++ (module docstring)
+        (lambda s: DDIMSampler(s, eta=1.0), diffusers.DDPMScheduler, {"variance_type": "fixed_small", "clip_sample": False}),
+        (lambda s: DDIMSampler(s, eta=0.0), DPMSolverFloat64, {"solver_order": 1}),
+    ],
+)
+def test_custom_timesteps(make, cls, kw, grid, prediction, name):
+    """`set_timesteps(timesteps=[...])` against diffusers' on the same grid: the spacing is ignored, every
+    sample agrees."""
+    ours = make(schedule_for(name))
+    ours.prediction = prediction
+    timesteps = CUSTOM_GRIDS[grid]
+    if name == "zero_snr" and (prediction == "epsilon" or isinstance(ours, DDIMSampler) and ours.eta == 0.0):
+        return  # no x0 from eps at SNR 0 (ours raises: test_ddpm); DPM-Solver reads abar = 0 as 2**-24, DDIM not
+    ref = _reference(cls, ours.schedule, prediction, **kw)
+    compare(ours, ref, None, custom=timesteps, stochastic=isinstance(ours, (DDPMSampler, SDEDPMSolverPPSampler))
+            or getattr(ours, "eta", 0.0) > 0)  # fmt: skip
+    assert ours.custom_timesteps.tolist() == timesteps and ours.num_inference_steps == len(timesteps)
 
 
 @pytest.mark.parametrize(

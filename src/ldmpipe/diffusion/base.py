@@ -2,6 +2,7 @@
 
     sampler = DDIMSampler(schedule, prediction="v_prediction", spacing="trailing")
     sampler.set_timesteps(n)        # fills sampler.timesteps: one entry per model evaluation, in order
+                                    # (or set_timesteps(timesteps=[999, 850, ...]): a grid of one's own)
     x = sampler.init_noise_sigma * N(0, I)
     for t in sampler.timesteps:
         out = model(sampler.scale_model_input(x, t), t)
@@ -27,7 +28,7 @@ import torch
 
 from .parameterization import check_prediction
 from .schedule import NoiseSchedule
-from .spacing import check_spacing, spaced_timesteps
+from .spacing import check_spacing, check_timesteps, spaced_timesteps
 
 
 class Sampler:
@@ -41,6 +42,7 @@ class Sampler:
         self.spacing = check_spacing(spacing)
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
+        self.custom_timesteps: torch.Tensor | None = None  # the caller's grid (set_timesteps(timesteps=...)), or None
         self._position = 0  # index into `timesteps` of the next `step` (stateful samplers)
 
     @property
@@ -72,6 +74,32 @@ class Sampler:
         if not 0 <= begin_index < n:
             raise ValueError(f"begin_index {begin_index} outside [0, {n - 1}] (this sampler's {n} timesteps)")
         self._position = begin_index
+
+    def reset(self) -> None:
+        """Start again at `timesteps[0]` without history: `set_timesteps` with the same step count or grid
+        (`sample_loop` calls it before every batch)."""
+        self._require_timesteps()
+        if self.custom_timesteps is not None:
+            self.set_timesteps(timesteps=self.custom_timesteps)
+        else:
+            self.set_timesteps(self.num_inference_steps)
+
+    def _timestep_grid(self, num_inference_steps: int | None, timesteps, *, skip_zero: bool = False) -> torch.Tensor:
+        """The (n,) descending grid for `set_timesteps`: the spacing's n points (`spacing.spaced_timesteps`),
+        or the caller's `timesteps` (`spacing.check_timesteps`; the spacing is then unused), exactly one of the
+        two, as diffusers' `set_timesteps(num_inference_steps=None, timesteps=None)`. Sets
+        `num_inference_steps` (= n) and `custom_timesteps`, and restarts at position 0."""
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("set_timesteps takes exactly one of num_inference_steps and timesteps")
+        T = self.schedule.num_timesteps
+        if timesteps is not None:
+            grid = check_timesteps(timesteps, T)
+            self.custom_timesteps, self.num_inference_steps = grid, len(grid)
+        else:
+            grid = spaced_timesteps(self.spacing, T, num_inference_steps, skip_zero=skip_zero)
+            self.custom_timesteps, self.num_inference_steps = None, num_inference_steps
+        self._position = 0
+        return grid
 
     def _require_timesteps(self) -> torch.Tensor:
         if self.timesteps is None:
@@ -107,15 +135,15 @@ class SingleStepSampler(Sampler):
         super().__init__(schedule, prediction=prediction, spacing=spacing)
         self._next: dict[int, int] = {}  # timestep -> the one a step from it lands on (`set_timesteps`)
 
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        """n descending int64 timesteps (see `spacing.spaced_timesteps`).
+    def set_timesteps(self, num_inference_steps: int | None = None, *, timesteps=None) -> None:
+        """n descending int64 timesteps (see `spacing.spaced_timesteps`), or the caller's `timesteps`;
+        a step from each lands on the next, the last on x_0.
 
         leading:  arange(0, n) * (T // n), reversed (diffusers' default).
         trailing: round(T - i * T / n) - 1 for i = 0..n-1 (Lin et al. 2024: starts at T - 1).
         linspace: round(linspace(0, T - 1, n)), reversed.
         """
-        self.timesteps = spaced_timesteps(self.spacing, self.schedule.num_timesteps, num_inference_steps)
-        self.num_inference_steps = num_inference_steps
+        self.timesteps = self._timestep_grid(num_inference_steps, timesteps)
         self._next = next_timesteps(self.timesteps)
 
     def previous_timestep(self, t: int) -> int:

@@ -26,7 +26,6 @@ from .base import Sampler
 from .noise import GeneratorArg, randn_per_sample
 from .parameterization import predict_x0
 from .schedule import NoiseSchedule
-from .spacing import spaced_timesteps
 
 
 class DPMSolverPPSampler(Sampler):
@@ -37,19 +36,17 @@ class DPMSolverPPSampler(Sampler):
         self._grid: list[tuple[float, float, float]] = []  # (alpha, sigma, lambda) per grid point
         self._history: tuple[torch.Tensor, float] | None = None  # (x0 at t_{i-1}, lambda_{t_{i-1}})
 
-    def set_timesteps(self, num_inference_steps: int) -> None:
+    def set_timesteps(self, num_inference_steps: int | None = None, *, timesteps=None) -> None:
         """n descending int64 timesteps, leading/linspace on an (n+1)-point grid without its final 0
-        (see `spacing.spaced_timesteps(..., skip_zero=True)`), then a final sigma = 0."""
-        T = self.schedule.num_timesteps
-        self.timesteps = spaced_timesteps(self.spacing, T, num_inference_steps, skip_zero=True)
-        self.num_inference_steps = num_inference_steps
+        (see `spacing.spaced_timesteps(..., skip_zero=True)`), or the caller's `timesteps`; then a final
+        sigma = 0."""
+        self.timesteps = self._timestep_grid(num_inference_steps, timesteps, skip_zero=True)
         # alpha_t = 1 / sqrt(1 + s^2) and sigma_t = s alpha_t from the VE noise level s = sqrt((1 - abar) / abar)
         # (the schedule's one table of sigmas), lambda_t = -log s.
         s = self.schedule.sigmas[self.timesteps].tolist()
         self._grid = [(1.0 / math.sqrt(1.0 + x * x), x / math.sqrt(1.0 + x * x), -math.log(x)) for x in s]
         self._grid.append((1.0, 0.0, math.inf))
         self._history = None
-        self._position = 0
 
     def set_begin_index(self, begin_index: int) -> None:
         super().set_begin_index(begin_index)

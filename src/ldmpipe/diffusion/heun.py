@@ -25,7 +25,6 @@ from .base import Sampler
 from .noise import GeneratorArg
 from .parameterization import predict_x0
 from .schedule import NoiseSchedule
-from .spacing import spaced_timesteps
 
 
 class HeunSampler(Sampler):
@@ -36,13 +35,12 @@ class HeunSampler(Sampler):
         self._sigmas: list[float] = []  # sigma at t_0, ..., t_{n-1}, then 0
         self._pending: tuple[torch.Tensor, torch.Tensor, float, float] | None = None  # (x_i, d_i, sigma_i, sigma_next)
 
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        grid = spaced_timesteps(self.spacing, self.schedule.num_timesteps, num_inference_steps)  # (n,)
+    def set_timesteps(self, num_inference_steps: int | None = None, *, timesteps=None) -> None:
+        """The n grid points (the spacing's, or the caller's `timesteps`), each but the first listed twice."""
+        grid = self._timestep_grid(num_inference_steps, timesteps)  # (n,)
         self._sigmas = self.schedule.sigmas[grid].tolist() + [0.0]
         self.timesteps = torch.cat([grid[:1], grid[1:].repeat_interleave(2)])  # (2n - 1,)
-        self.num_inference_steps = num_inference_steps
         self._pending = None
-        self._position = 0
 
     @property
     def init_noise_sigma(self) -> float:

@@ -28,8 +28,8 @@ def sample_loop(
     `generators`: B per-sample generators (see `sample_generators`) so sample i does not depend on
     the batch size, a single generator, or None. `model(x, t)` gets t as an int64 (B,) tensor; its
     output is whatever the sampler's `prediction` says (eps, x0 or v). The loop first calls
-    `set_timesteps` again with the same step count, which resets multistep / two-stage state, so one
-    sampler can serve several batches. Works for every sampler: `timesteps` lists each model evaluation
+    `sampler.reset()` (`set_timesteps` again with the same steps or grid), which resets multistep /
+    two-stage state, so one sampler can serve several batches. Works for every sampler: `timesteps` lists each model evaluation
     (Heun lists a timestep twice), `scale_model_input` gives the network its input, and
     `init_noise_sigma` scales x_T (both trivial except for samplers working in sigma space).
     `callback(i, t, model_input, model_output)`, if given, sees every evaluation i (as diffusers'
@@ -42,7 +42,7 @@ def sample_loop(
     """
     if getattr(sampler, "timesteps", None) is None:
         raise ValueError("call sampler.set_timesteps(n) before sample_loop")
-    sampler.set_timesteps(sampler.num_inference_steps)
+    sampler.reset()
     sampler.set_begin_index(begin_index)
     shape = tuple(int(s) for s in shape)
     B = shape[0]

@@ -5,10 +5,15 @@ even, so there are always n distinct descending int64 timesteps. diffusers compu
 point, which at exact .5 ties can round the other way (trailing, T = 1000, n = 48: diffusers has 936
 where round(937.5) - 1 = 937) and for trailing sometimes yields n + 1 steps (T = 1000, n = 61);
 elsewhere the two agree.
+
+A sampler also takes a grid of its own (diffusers' `set_timesteps(timesteps=[...])`, e.g. the "Align Your
+Steps" schedules of Sabour et al. 2024): `check_timesteps` validates it.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from fractions import Fraction
 
 import torch
@@ -46,3 +51,19 @@ def spaced_timesteps(spacing: str, num_timesteps: int, num_steps: int, *, skip_z
     else:
         ts = [round(Fraction((T - 1) * k, m - 1)) for k in range(m - 1, -1, -1)] if m > 1 else [0]
     return torch.tensor(ts[:n], dtype=torch.int64)
+
+
+def check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
+    """A caller's grid as (n,) int64: non-empty, integer, strictly descending, within [0, T-1]. Each sampler
+    treats it as it treats a spaced grid (DPM-Solver++ and Heun then step to sigma = 0, as diffusers' do)."""
+    values = timesteps.tolist() if isinstance(timesteps, torch.Tensor) else list(timesteps)
+    if not values:
+        raise ValueError("timesteps must list at least one timestep")
+    if any(not isinstance(t, numbers.Real) or isinstance(t, bool) or not math.isfinite(t) or t != int(t) for t in values):
+        raise ValueError(f"timesteps must be integers, got {values}")
+    ts = [int(t) for t in values]
+    if any(b >= a for a, b in zip(ts, ts[1:])):
+        raise ValueError(f"timesteps must be strictly descending, got {ts}")
+    if not 0 <= ts[-1] <= ts[0] <= num_timesteps - 1:
+        raise ValueError(f"timesteps must lie in [0, {num_timesteps - 1}], got {ts[0]}..{ts[-1]}")
+    return torch.tensor(ts, dtype=torch.int64)

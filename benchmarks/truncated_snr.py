@@ -26,12 +26,12 @@ import sys
 
 import torch
 
+from ldmpipe.diffusion.loss import prediction_weights
+
 
 def truncated_min_snr_weights(snr: torch.Tensor, gamma: float, prediction: str = "epsilon") -> torch.Tensor:
     """min(max(SNR, 1), gamma) on the x0 error, as a weight on the `prediction`'s error; 1 where SNR = 0."""
-    x0_weight = snr.clamp(min=1.0, max=gamma)
-    weight = {"epsilon": x0_weight / snr, "sample": x0_weight}.get(prediction, x0_weight / (snr + 1.0))
-    return torch.where(snr == 0, torch.ones_like(weight), weight)
+    return prediction_weights(snr.clamp(min=1.0, max=gamma), snr, prediction)
 
 
 def main(argv: list[str]) -> int:

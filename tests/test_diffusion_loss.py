@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ldmpipe.diffusion import NoiseSchedule, diffusion_loss, epsilon_loss, min_snr_weights, timestep_proposal
+from ldmpipe.diffusion import NoiseSchedule, diffusion_loss, min_snr_weights, timestep_proposal
 from ldmpipe.distributed import Shard
 
 SCHEDULE = NoiseSchedule.from_config("linear", 100)
@@ -27,9 +27,9 @@ def _x0(dtype=torch.float32):
 def test_deterministic_given_generator():
     x0 = _x0()
     m1, m2, m3 = Recorder(), Recorder(), Recorder()
-    l1 = epsilon_loss(m1, SCHEDULE, x0, torch.Generator().manual_seed(0))
-    l2 = epsilon_loss(m2, SCHEDULE, x0, torch.Generator().manual_seed(0))
-    l3 = epsilon_loss(m3, SCHEDULE, x0, torch.Generator().manual_seed(1))
+    l1 = diffusion_loss(m1, SCHEDULE, x0, torch.Generator().manual_seed(0), "epsilon")
+    l2 = diffusion_loss(m2, SCHEDULE, x0, torch.Generator().manual_seed(0), "epsilon")
+    l3 = diffusion_loss(m3, SCHEDULE, x0, torch.Generator().manual_seed(1), "epsilon")
     assert l1.ndim == 0 and torch.equal(l1, l2) and not torch.equal(l1, l3)
     (x1, t1), (x2, t2), (x3, t3) = m1.calls[0], m2.calls[0], m3.calls[0]
     assert torch.equal(x1, x2) and torch.equal(t1, t2)
@@ -40,7 +40,7 @@ def test_deterministic_given_generator():
 def test_timesteps_cover_range():
     m = Recorder()
     schedule = NoiseSchedule.from_config("cosine", 10)
-    epsilon_loss(m, schedule, torch.zeros(2000, 1, 1, 1), torch.Generator().manual_seed(0))
+    diffusion_loss(m, schedule, torch.zeros(2000, 1, 1, 1), torch.Generator().manual_seed(0), "epsilon")
     t = m.calls[0][1]
     assert int(t.min()) == 0 and int(t.max()) == 9 and len(t.unique()) == 10
 
@@ -53,7 +53,7 @@ def test_true_noise_gives_zero_loss():
     t = torch.randint(0, 100, (16,), generator=g)
     eps = torch.randn(16, 3, 8, 8, generator=g)
     m = Recorder(lambda x, tt: eps)
-    assert epsilon_loss(m, SCHEDULE, x0, torch.Generator().manual_seed(3)).item() == 0.0
+    assert diffusion_loss(m, SCHEDULE, x0, torch.Generator().manual_seed(3), "epsilon").item() == 0.0
     x_t, t_seen = m.calls[0]
     assert torch.equal(t_seen, t) and torch.equal(x_t, SCHEDULE.add_noise(x0, eps, t))
 
@@ -67,16 +67,16 @@ def test_oracle_inverting_the_forward_process_gives_zero_loss():
         a = abar[t].reshape(-1, 1, 1, 1)
         return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
 
-    assert epsilon_loss(oracle, SCHEDULE, x0, torch.Generator().manual_seed(5)).item() < 1e-12
-    zero = epsilon_loss(lambda x, t: torch.zeros_like(x), SCHEDULE, x0, torch.Generator().manual_seed(5))
+    assert diffusion_loss(oracle, SCHEDULE, x0, torch.Generator().manual_seed(5), "epsilon").item() < 1e-12
+    zero = diffusion_loss(lambda x, t: torch.zeros_like(x), SCHEDULE, x0, torch.Generator().manual_seed(5), "epsilon")
     assert zero.item() == pytest.approx(1.0, abs=0.1)  # E[eps^2] = 1
 
 
 def test_errors():
     with pytest.raises(ValueError):
-        epsilon_loss(lambda x, t: x[:1], SCHEDULE, _x0(), torch.Generator().manual_seed(0))
+        diffusion_loss(lambda x, t: x[:1], SCHEDULE, _x0(), torch.Generator().manual_seed(0), "epsilon")
     with pytest.raises(ValueError):
-        epsilon_loss(lambda x, t: x, SCHEDULE, torch.zeros(5), torch.Generator().manual_seed(0))
+        diffusion_loss(lambda x, t: x, SCHEDULE, torch.zeros(5), torch.Generator().manual_seed(0), "epsilon")
 
 
 def test_min_snr_weights_match_hang_et_al():
@@ -89,8 +89,8 @@ def test_min_snr_weights_match_hang_et_al():
         errors["t"] = t
         return torch.zeros_like(x_t)  # squared error = eps^2
 
-    plain = epsilon_loss(model, schedule, x0, torch.Generator().manual_seed(1))
-    weighted = epsilon_loss(model, schedule, x0, torch.Generator().manual_seed(1), min_snr_gamma=5.0)
+    plain = diffusion_loss(model, schedule, x0, torch.Generator().manual_seed(1), "epsilon")
+    weighted = diffusion_loss(model, schedule, x0, torch.Generator().manual_seed(1), "epsilon", min_snr_gamma=5.0)
     gen = torch.Generator().manual_seed(1)
     t = torch.randint(0, 100, (16,), generator=gen)
     eps = torch.randn(x0.shape, generator=gen)

@@ -17,25 +17,31 @@ from .schedule import NoiseSchedule
 IMPORTANCE_FLOOR = 0.1  # the uniform share of the importance proposal (a defensive mixture, Hesterberg 1995)
 
 
-def min_snr_weights(snr: torch.Tensor, gamma: float, prediction: str = "epsilon") -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023, sec. 3.4), float64, same shape as `snr`.
+def prediction_weights(x0_weight: torch.Tensor, snr: torch.Tensor, prediction: str = "epsilon") -> torch.Tensor:
+    """A loss weight on the x0 error as the weight on the `prediction`'s error, float64, same shape as `snr`.
 
-    The weight is min(SNR, gamma) on the x0 error; the epsilon and v errors are the x0 error times SNR
-    and SNR + 1, so: epsilon: min(SNR, gamma) / SNR; sample: min(SNR, gamma); v: min(SNR, gamma) / (SNR + 1).
-    Where SNR = 0 (zero terminal SNR, t = T-1) the weight is set to 1 for every prediction type, the guard
-    that diffusers-based training scripts use (`mse_loss_weights[snr == 0] = 1.0`): for epsilon that is
-    the limit (the formula gives 0/0); for sample and v the formula would give 0 and leave the terminal
-    step untrained, the very step that zero terminal SNR is there to teach (Lin et al. 2024).
+    The epsilon and v errors are the x0 error times SNR and SNR + 1, so: epsilon: w / SNR; sample: w;
+    v: w / (SNR + 1). Where SNR = 0 (zero terminal SNR, t = T-1) the weight is set to 1 for every
+    prediction type, the guard that diffusers-based training scripts use (`mse_loss_weights[snr == 0] =
+    1.0`): for epsilon that is the limit of min(SNR, gamma) / SNR (the formula gives 0/0); for sample and v
+    the formula would give 0 and leave the terminal step untrained, the very step that zero terminal SNR
+    is there to teach (Lin et al. 2024).
     """
     check_prediction(prediction)
-    clipped = snr.clamp(max=gamma)
     if prediction == "epsilon":
-        weight = clipped / snr
+        weight = x0_weight / snr
     elif prediction == "sample":
-        weight = clipped
+        weight = x0_weight
     else:
-        weight = clipped / (snr + 1.0)
+        weight = x0_weight / (snr + 1.0)
     return torch.where(snr == 0, torch.ones_like(weight), weight)
+
+
+def min_snr_weights(snr: torch.Tensor, gamma: float, prediction: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, sec. 3.4), float64, same shape as `snr`: min(SNR, gamma)
+    on the x0 error, as the `prediction`'s weight (`prediction_weights`: min(SNR, gamma) / SNR for epsilon,
+    min(SNR, gamma) for sample, min(SNR, gamma) / (SNR + 1) for v; 1 where SNR = 0)."""
+    return prediction_weights(snr.clamp(max=gamma), snr, prediction)
 
 
 def timestep_proposal(weights: torch.Tensor, floor: float = IMPORTANCE_FLOOR) -> torch.Tensor:
@@ -122,13 +128,3 @@ def diffusion_loss(
     per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
     return (weight * per_sample).mean()
 
-
-def epsilon_loss(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    schedule: NoiseSchedule,
-    x0: torch.Tensor,
-    generator: torch.Generator | None,
-    min_snr_gamma: float | None = None,
-) -> torch.Tensor:
-    """`diffusion_loss` with prediction="epsilon": L_simple = E || eps - eps_theta(x_t, t) ||^2."""
-    return diffusion_loss(model, schedule, x0, generator, "epsilon", min_snr_gamma)

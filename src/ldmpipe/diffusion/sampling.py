@@ -29,9 +29,10 @@ def sample_loop(
     the batch size, a single generator, or None. `model(x, t)` gets t as an int64 (B,) tensor; its
     output is whatever the sampler's `prediction` says (eps, x0 or v). The loop first calls
     `sampler.reset()` (`set_timesteps` again with the same steps or grid), which resets multistep /
-    two-stage state, so one sampler can serve several batches. Works for every sampler: `timesteps` lists each model evaluation
-    (Heun lists a timestep twice), `scale_model_input` gives the network its input, and
-    `init_noise_sigma` scales x_T (both trivial except for samplers working in sigma space).
+    two-stage state, so one sampler can serve several batches. Works for every sampler: `timesteps`
+    lists each model evaluation (Heun lists a timestep twice), `scale_model_input` gives the network
+    its input, and `init_noise_sigma` scales x_T (both trivial except for samplers working in sigma
+    space).
     `callback(i, t, model_input, model_output)`, if given, sees every evaluation i (as diffusers'
     `callback_on_step_end`): the network's input x_t and its output, both (B, C, H, W).
 

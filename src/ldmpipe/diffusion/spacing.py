@@ -59,7 +59,8 @@ def check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
     values = timesteps.tolist() if isinstance(timesteps, torch.Tensor) else list(timesteps)
     if not values:
         raise ValueError("timesteps must list at least one timestep")
-    if any(not isinstance(t, numbers.Real) or isinstance(t, bool) or not math.isfinite(t) or t != int(t) for t in values):
+    integral = (isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and t == int(t) for t in values)
+    if not all(integral):
         raise ValueError(f"timesteps must be integers, got {values}")
     ts = [int(t) for t in values]
     if any(b >= a for a, b in zip(ts, ts[1:])):

@@ -7,8 +7,8 @@ from ldmpipe.diffusion import (
     PREDICTIONS,
     NoiseSchedule,
     diffusion_loss,
-    epsilon_loss,
     min_snr_weights,
+    prediction_weights,
     predict_eps,
     predict_x0,
     training_target,
@@ -69,14 +69,24 @@ def test_oracle_gives_zero_loss(prediction, schedule, gamma):
     assert torch.isfinite(zero) and zero.item() > 0.1
 
 
-@pytest.mark.parametrize("gamma", [None, 5.0])
-def test_epsilon_loss_is_diffusion_loss_with_epsilon(gamma):
-    x0, _ = _draws(16, torch.float32)
-    schedule = NoiseSchedule.from_config("linear", 100)
-    model = lambda x, t: torch.tanh(x) * t.reshape(-1, 1, 1, 1) / 100  # noqa: E731
-    a = epsilon_loss(model, schedule, x0, torch.Generator().manual_seed(3), min_snr_gamma=gamma)
-    b = diffusion_loss(model, schedule, x0, torch.Generator().manual_seed(3), "epsilon", gamma)
-    assert torch.equal(a, b)
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_prediction_weights_turn_an_x0_weight_into_the_same_loss(prediction):
+    """w_pred(t) ||out - target||^2 = w_x0(t) ||x0_hat - x0||^2 for any output error: the conversion follows
+    the parameterisation's own x0 (`predict_x0`); 1 where SNR = 0 (the guard)."""
+    schedule = NoiseSchedule.from_config("cosine", 100)
+    t = torch.tensor([0, 10, 50, 90, 98])
+    abar, snr = schedule.alphas_cumprod[t], schedule.snr(t)
+    x0, eps = _draws(5)
+    x_t = abar.sqrt().view(-1, 1, 1, 1) * x0 + (1 - abar).sqrt().view(-1, 1, 1, 1) * eps
+    target = training_target(prediction, x0, eps, abar)
+    out = target + 0.1 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    x0_weight = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    w = prediction_weights(x0_weight, snr, prediction)
+    x0_error = torch.stack([(predict_x0(prediction, out[i : i + 1], x_t[i : i + 1], abar[i].item()) - x0[i : i + 1])
+                            .pow(2).mean() for i in range(5)])  # fmt: skip
+    torch.testing.assert_close(w * (out - target).pow(2).flatten(1).mean(1), x0_weight * x0_error, rtol=1e-9, atol=0)
+    zero = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    assert prediction_weights(torch.tensor([0.0, 2.0], dtype=torch.float64), zero, prediction)[0] == 1.0
 
 
 def test_targets_use_the_same_draws():

@@ -134,6 +134,31 @@ def test_pipeline_samples_as_our_sampler(sampler, spacing, eta):
     assert (images_hf - images).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "dpm_solver_pp", "dpm_solver_pp_sde", "heun"])
+def test_pipeline_takes_a_grid_of_ones_own_as_our_sampler(sampler):
+    """``pipe(timesteps=[...])``: the exported scheduler on a custom grid gives our sampler's latents on the same
+    grid (`set_timesteps(timesteps=...)`), not the spaced ones; DDIM's scheduler, which takes no grid, refuses."""
+    unet = random_unet()
+    hf_unet = LDMPipeUNet(**unet.config).eval()
+    hf_unet.unet.load_state_dict(unet.state_dict())
+    hf_vae = LDMPipeAutoencoder(kind="kl", **random_vae("kl").config, scaling_factor=SCALE).eval()
+    pipe = LDMPipePipeline(hf_unet, hf_vae, scheduler_for(sampler, DIFFUSION, "leading"), default_steps=4, default_eta=0.0)
+    pipe.set_progress_bar_config(disable=True)
+    grid = [93, 71, 40, 17, 3]
+    ours_sampler = make_sampler(sampler, schedule_of(DIFFUSION), prediction=DIFFUSION["prediction"], spacing="leading")
+    ours_sampler.set_timesteps(timesteps=grid)
+    z = sample_loop(unet, ours_sampler, (len(SEEDS), 4, 8, 8), sample_generators(SEEDS), "cpu", progress=False)
+    z_hf = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent", timesteps=grid).images
+    assert (z_hf - z).abs().max() <= TOL and z.abs().max() > 1
+    spaced = pipe(batch_size=3, generator=sample_generators(SEEDS), output_type="latent").images
+    assert (spaced - z).abs().max() > 100 * TOL  # the grid matters
+    with pytest.raises(ValueError, match="not both"):
+        pipe(batch_size=3, num_inference_steps=4, timesteps=grid, output_type="latent")
+    ddim = LDMPipePipeline(hf_unet, hf_vae, scheduler_for("ddim", DIFFUSION, "leading"), default_steps=4, default_eta=0.0)
+    with pytest.raises(ValueError, match="DDIMScheduler takes no custom timesteps"):
+        ddim(batch_size=3, timesteps=grid, output_type="latent")
+
+
 def test_exported_folder_loads_offline_and_samples_as_ours(tmp_path, checkpoints):
     """`ldmpipe export` (DDIM, the tiny params' sampler), then DiffusionPipeline.from_pretrained in a fresh
     offline process that imports no ldmpipe: its latents and images equal ours within 1e-4."""

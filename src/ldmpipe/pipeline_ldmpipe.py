@@ -116,13 +116,22 @@ class LDMPipePipeline(DiffusionPipeline):
         autoguidance_scale: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        timesteps: list[int] | None = None,
     ):
         """``latents``: x_T (B, C, h, w) instead of drawing it. ``eta`` goes to schedulers that take it
         (DDIM). ``class_labels`` (B,) and ``guidance_scale`` w: class models only (defaults: row i gets
         class i mod K; the exported ``sample.guidance_scale``). ``autoguidance_scale`` w_g: needs
-        ``guide_unet`` unless 1 (default: the exported ``sample.autoguidance``). ``output_type``: ``pil``, ``np`` (B, H, W, C) in [0, 1], ``pt`` (B, C, H, W) in [0, 1], or
-        ``latent`` (the scaled latents x_0, undecoded)."""
+        ``guide_unet`` unless 1 (default: the exported ``sample.autoguidance``). ``output_type``: ``pil``,
+        ``np`` (B, H, W, C) in [0, 1], ``pt`` (B, C, H, W) in [0, 1], or ``latent`` (the scaled latents x_0,
+        undecoded). ``timesteps``: a grid of one's own instead of ``num_inference_steps`` (descending, as
+        diffusers' pipelines take it, e.g. an "Align Your Steps" grid), for schedulers that take one (DDPM,
+        DPM-Solver++, Heun; not DDIM)."""
         device, dtype = self._execution_device, self.unet.dtype
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass num_inference_steps or timesteps, not both")
+            if "timesteps" not in inspect.signature(self.scheduler.set_timesteps).parameters:
+                raise ValueError(f"{type(self.scheduler).__name__} takes no custom timesteps; pass num_inference_steps")
         steps = self.config.default_steps if num_inference_steps is None else num_inference_steps
         eta = self.config.default_eta if eta is None else eta
         w = self.config.default_guidance_scale if guidance_scale is None else guidance_scale
@@ -130,8 +139,12 @@ class LDMPipePipeline(DiffusionPipeline):
         model = self._model(class_labels, w, w_g, batch_size, device)
         size = self.unet.config.sample_size
         shape = (batch_size, self.unet.config.in_channels, size, size)
-        # 1. The timesteps (first: a sigma-space scheduler's init_noise_sigma depends on them)
-        self.scheduler.set_timesteps(steps, device=device)
+        # 1. The timesteps (first: a sigma-space scheduler's init_noise_sigma depends on them): the spacing's
+        #    n steps, or the caller's grid (as diffusers' `retrieve_timesteps`)
+        if timesteps is None:
+            self.scheduler.set_timesteps(steps, device=device)
+        else:
+            self.scheduler.set_timesteps(timesteps=[int(t) for t in timesteps], device=device)
         # 2. x_T ~ N(0, init_noise_sigma^2 I), (B, C, h, w)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)

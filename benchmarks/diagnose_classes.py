@@ -136,12 +136,12 @@ def partial(m: Models, latents_path: Path, val: dict, names: list[str], grid: Pa
     eps = torch.randn(x0.shape, generator=runtime.generator(0, "diagnose_classes")).to(m.device)
     d = m.extra["diffusion"]
     model = GuidedModel(m.unet, torch.from_numpy(labels).long().to(m.device), m.unet.null_class, PARTIAL_W)
-    abar = schedule_of(d).alphas_cumprod.double()
+    schedule = schedule_of(d)
     shown = names.index("hexagon") if "hexagon" in names else len(names) - 1
     pick = np.flatnonzero(labels == shown)[:8]
     rows, results = [val["images"][pick]], {}
     for t_s in STARTS:
-        images = partial_reverse(model, m.vae, abar, d["prediction"], x0, eps, t_s, PARTIAL_STEPS, m.extra["scale_factor"])
+        images = partial_reverse(model, m.vae, schedule, d["prediction"], x0, eps, t_s, PARTIAL_STEPS, m.extra["scale_factor"])
         results[str(t_s)] = classify(m, images, labels, names)[0]
         show(f"from the validation latents at t_s = {t_s}, {PARTIAL_STEPS} DDIM steps, w = {PARTIAL_W:g}", results[str(t_s)])
         rows.append(images[pick])

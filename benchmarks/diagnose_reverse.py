@@ -106,7 +106,7 @@ def main() -> None:
         x = ddpm.add_noise(x0, eps, t_s)  # x_{t_s}, eq. 4
         stochastic = decode_samples(vae, ddpm_from(unet, ddpm, x, t_s, seeds), scale)
         rows.append(row(stochastic, process="DDPM, every step" + (f", S_noise {args.s_noise}" if args.s_noise != 1 else ""), t_s=t_s))
-        ode = partial_reverse(unet, vae, abar, d["prediction"], x0, eps, t_s, 25, scale)
+        ode = partial_reverse(unet, vae, schedule, d["prediction"], x0, eps, t_s, 25, scale)
         rows.append(row(ode, process="DDIM eta=0, 25 steps", t_s=t_s))
         panels.append(([f"from t_s = {t_s}:", "DDPM (top),", "DDIM 25 (bottom)"], image_grid(np.concatenate([stochastic[:8], ode[:8]]), ncol=4)))
     if args.grid:

@@ -59,7 +59,8 @@ class SplitFID:
 def partial_reverse(unet, vae, schedule: NoiseSchedule, prediction: str, x0: torch.Tensor, eps: torch.Tensor,
                     t_s: int, k: int, scale: float) -> np.ndarray:  # fmt: skip
     """x_{t_s} by the sampler's `add_noise` (eq. 4), then k DDIM (eta = 0) steps back on the grid
-    round(t_s (k - i) / k), i = 0..k-1 (no spacing's: a grid of one's own), to x_0; decoded uint8."""
+    round(t_s (k - i) / k), i = 0..k-1 (no spacing's: a grid of one's own; t_s >= k, or its timesteps
+    repeat and the sampler refuses it), to x_0; decoded uint8."""
     sampler = DDIMSampler(schedule, eta=0.0, prediction=prediction)
     sampler.set_timesteps(timesteps=[round(t_s * (k - i) / k) for i in range(k)])
     x = sampler.add_noise(x0, eps, t_s)  # (N, C, h, w)

@@ -4,6 +4,8 @@ of `benchmarks/truncated_snr.py`."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from diagnose_reverse import SNoiseDDPM, ddpm_from  # noqa: E402
 from truncated_snr import truncated_min_snr_weights  # noqa: E402
 import diagnose_steps  # noqa: E402
+from conftest import ENV  # noqa: E402
 
 
 def _ddpm(T: int = 20, s_noise: float = 1.0):
@@ -86,3 +89,19 @@ def test_partial_reverse_is_k_ddim_steps_from_t_s_on_its_even_grid(monkeypatch):
         out_t = unet(x, torch.full((3,), t))
         x = a_prev**0.5 * predict_x0("v_prediction", out_t, x, a) + (1 - a_prev) ** 0.5 * predict_eps("v_prediction", out_t, x, a)
     torch.testing.assert_close(out, x, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.e2e
+def test_diagnose_reverse_runs_on_a_finished_run(tiny_run, tmp_path):
+    """The script end to end on the tiny run's outputs (4 latents from t_s = 30 of T = 100, both processes),
+    so a change of the library calls it makes (or of `partial_reverse`) cannot break it unnoticed."""
+    run, _ = tiny_run
+    out = tmp_path / "diagnose_reverse.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "diagnose_reverse.py"
+    done = subprocess.run([sys.executable, str(script), "--root", str(run), "--n", "4", "--starts", "30", "--out", str(out)],
+                          capture_output=True, text=True, env=ENV)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {(r["process"], r["t_s"]) for r in result["rows"]}
+    assert rows == {("real latents, decoded", 0), ("DDPM, every step", 30), ("DDIM eta=0, 25 steps", 30)}
+    assert all(r["fid"] >= 0 and 0 <= r["kept"] <= 1 and sum(r["called"].values()) == pytest.approx(1) for r in result["rows"])

@@ -22,8 +22,6 @@ A partial reverse process (SDEdit, Meng et al. 2022; diffusers' img2img pipeline
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .parameterization import check_prediction
@@ -60,10 +58,10 @@ class Sampler:
         return sample
 
     def add_noise(self, original: torch.Tensor, noise: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """The sampler's x at timestep t for data `original` and noise `noise`, both (B, C, H, W): here the
-        VP x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. 2020, eq. 4), as diffusers' `add_noise`."""
-        abar = float(self.schedule.alphas_cumprod[int(t)])
-        return math.sqrt(abar) * original + math.sqrt(1.0 - abar) * noise
+        """The sampler's x at timestep t (an int, or one per row (B,)) for data `original` and noise `noise`,
+        both (B, C, H, W): here the VP x_t of `NoiseSchedule.add_noise` (Ho et al. 2020, eq. 4), as diffusers'
+        `add_noise`."""
+        return self.schedule.add_noise(original, noise, torch.as_tensor(t))
 
     def set_begin_index(self, begin_index: int) -> None:
         """Make the next `step` the one at `timesteps[begin_index]` (diffusers' `set_begin_index`), for a

@@ -1,6 +1,6 @@
-"""The measurement helpers of three benchmark scripts whose figures the README quotes: the DDPM loop of
-`benchmarks/diagnose_reverse.py`, the partial DDIM of `benchmarks/diagnose_steps.py` and the loss weights
-of `benchmarks/truncated_snr.py`."""
+"""The measurement helpers of benchmark scripts whose figures the README quotes: the DDPM loop of
+`benchmarks/diagnose_reverse.py`, the partial DDIM of `benchmarks/diagnose_steps.py`, the loss weights
+of `benchmarks/truncated_snr.py` and the learning-rate decay of `benchmarks/lr_decay.py`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from diagnose_reverse import SNoiseDDPM, ddpm_from  # noqa: E402
 from truncated_snr import truncated_min_snr_weights  # noqa: E402
 import diagnose_steps  # noqa: E402
+import lr_decay  # noqa: E402
 from conftest import ENV  # noqa: E402
 
 
@@ -89,6 +90,24 @@ def test_partial_reverse_is_k_ddim_steps_from_t_s_on_its_even_grid(monkeypatch):
         out_t = unet(x, torch.full((3,), t))
         x = a_prev**0.5 * predict_x0("v_prediction", out_t, x, a) + (1 - a_prev) ** 0.5 * predict_eps("v_prediction", out_t, x, a)
     torch.testing.assert_close(out, x, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_lr_decay_keeps_the_warm_up_then_anneals_to_zero(monkeypatch, kind):
+    """The loop's warm-up factor min(1, (i + 1) / 10), times 1 until step 10, then down to 0 at step 50."""
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", torch.optim.lr_scheduler.LambdaLR)  # undone after
+    lr_decay.patch(kind, 50, 10)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 10))
+    lrs = []
+    for _ in range(51):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[:10] == pytest.approx([0.2 * (i + 1) for i in range(10)])  # warm-up untouched
+    assert lrs[30] == pytest.approx(1.0)  # half way through the decay, both kinds
+    assert lrs[40] == pytest.approx(0.5 if kind == "linear" else 1.0 - 2**-0.5)
+    assert lrs[50] == pytest.approx(0.0, abs=1e-12) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
 @pytest.mark.e2e

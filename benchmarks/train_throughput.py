@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (inductor; compiled in the warm-up)")
     a = p.parse_args()
     params = load_params(a.params)
     cfg, d = params.train, params.diffusion
@@ -41,6 +42,7 @@ def main() -> None:
     unet = build_unet(params.unet, data.shape[1], data.shape[2]).to(device)  # the stage's UNet (unconditional)
     schedule = NoiseSchedule.from_params(to_dict(d))
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
+    net = torch.compile(unet) if a.compile else unet
     gen = runtime.generator(params.seed, "benchmark")
     gamma = d.min_snr_gamma if d.loss_weighting == "min_snr" else None
 
@@ -48,7 +50,7 @@ def main() -> None:
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
         x0 = runtime.to_device(data[runtime.to_device(idx, data.device)], device)  # (B, z, h, w)
         with runtime.autocast(device, cfg.bf16):
-            loss = diffusion_loss(unet, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma,
+            loss = diffusion_loss(net, schedule, x0, gen, prediction=d.prediction, min_snr_gamma=gamma,
                                   timestep_sampling=d.timestep_sampling)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -72,7 +74,7 @@ def main() -> None:
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     print(json.dumps({
         "train_images_per_s": round(a.steps * cfg.batch_size / seconds, 1), "train_steps": a.steps,
-        "batch_size": cfg.batch_size, "bf16": bool(cfg.bf16 and device.type == "cuda"),
+        "batch_size": cfg.batch_size, "compile": a.compile, "device": device.type, "bf16": bool(cfg.bf16 and device.type == "cuda"),
         "peak_memory_mib": None if peak is None else round(peak, 1),
         "unet_parameters": sum(q.numel() for q in unet.parameters()),
     }))  # fmt: skip

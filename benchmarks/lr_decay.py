@@ -7,7 +7,7 @@ often trained with the rate annealed to zero instead (diffusers' `get_cosine_sch
 loop's warm-up factor by a decay over the last part of the run and runs the command, so the diffusion
 model can be retrained on a finished run's latents:
 
-    python benchmarks/lr_decay.py --decay cosine --steps 3000 --start 0 train-diffusion --params params.yaml \\
+    python benchmarks/lr_decay.py --decay cosine --steps 3000 --start 100 train-diffusion --params params.yaml \\
         --latents data/latents/train.safetensors --meta data/prepared/meta.json --model cos/model.safetensors \\
         --live cos/live --val-latents data/latents/val.safetensors --timestep-error cos/te.tsv --timestep-figure cos/te.png
 

@@ -1,6 +1,7 @@
 """The measurement helpers of benchmark scripts whose figures the README quotes: the DDPM loop of
 `benchmarks/diagnose_reverse.py`, the partial DDIM of `benchmarks/diagnose_steps.py`, the loss weights
-of `benchmarks/truncated_snr.py` and the learning-rate decay of `benchmarks/lr_decay.py`."""
+of `benchmarks/truncated_snr.py`, the learning-rate decay of `benchmarks/lr_decay.py` and the input
+perturbation of `benchmarks/input_perturbation.py`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from diagnose_reverse import SNoiseDDPM, ddpm_from  # noqa: E402
 from truncated_snr import truncated_min_snr_weights  # noqa: E402
 import diagnose_steps  # noqa: E402
+import input_perturbation  # noqa: E402
 import lr_decay  # noqa: E402
 from conftest import ENV  # noqa: E402
 
@@ -108,6 +110,39 @@ def test_lr_decay_keeps_the_warm_up_then_anneals_to_zero(monkeypatch, kind):
     assert lrs[30] == pytest.approx(1.0)  # half way through the decay, both kinds
     assert lrs[40] == pytest.approx(0.5 if kind == "linear" else 1.0 - 2**-0.5)
     assert lrs[50] == pytest.approx(0.0, abs=1e-12) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_input_perturbation_perturbs_the_input_and_keeps_the_loss_draws_and_target(monkeypatch):
+    """The wrapped loss sees x_t = a x0 + s (eps + gamma xi) with the unwrapped loss's t and eps (same
+    generator state), and regresses the unperturbed target: a network returning that target scores 0."""
+    from ldmpipe.diffusion import training_target
+    from ldmpipe.stages import train_diffusion
+
+    monkeypatch.setattr(train_diffusion, "diffusion_loss", train_diffusion.diffusion_loss)  # undone after
+    schedule, x0, gamma = NoiseSchedule.from_config("cosine", 50, 1e-4, 2e-2), torch.randn(6, 2, 4, 4), 0.1
+    seen = {}
+
+    def record(key):
+        def model(x_t, t):
+            seen[key] = (x_t, t)
+            return torch.zeros_like(x_t)
+        return model
+
+    train_diffusion.diffusion_loss(record("plain"), schedule, x0, torch.Generator().manual_seed(3), prediction="v_prediction")
+    input_perturbation.patch(gamma, seed=7)
+    train_diffusion.diffusion_loss(record("ip"), schedule, x0, torch.Generator().manual_seed(3), prediction="v_prediction")
+    (x_plain, t), (x_ip, t_ip) = seen["plain"], seen["ip"]
+    assert torch.equal(t, t_ip)
+    gen = torch.Generator().manual_seed(3)
+    assert torch.equal(t, torch.randint(0, 50, (6,), generator=gen))  # the loss's draws: t, then eps
+    eps = torch.randn(x0.shape, generator=gen)
+    xi = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(x_plain, schedule.add_noise(x0, eps, t), atol=1e-6)
+    assert torch.allclose(x_ip, schedule.add_noise(x0, eps + gamma * xi, t), atol=1e-6)
+    target = training_target("v_prediction", x0, eps, schedule.alphas_cumprod[t])
+    exact = train_diffusion.diffusion_loss(lambda x, tt: target, schedule, x0, torch.Generator().manual_seed(3),
+                                           prediction="v_prediction")  # fmt: skip
+    assert float(exact) == 0.0
 
 
 @pytest.mark.e2e

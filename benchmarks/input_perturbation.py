@@ -17,7 +17,8 @@ command, so the diffusion model can be retrained on a finished run's latents:
 
 then ``ldmpipe sample``, ``ldmpipe evaluate`` and the sweep's commands on ``ip/model.safetensors`` (those of
 dvc.yaml with other output paths). The per-timestep error of the EMA model (``--timestep-error``) is
-measured on unperturbed inputs. Measured figures: benchmarks/results/input_perturbation.json (README: "Is
+measured on unperturbed inputs. The perturbation's generator is not in the stage's checkpoint, so a resumed
+run draws other xi than an uninterrupted one. Measured figures: benchmarks/results/input_perturbation.json (README: "Is
 the model sound at every noise level?").
 """
 

@@ -1,7 +1,8 @@
 """The measurement helpers of benchmark scripts whose figures the README quotes: the DDPM loop of
 `benchmarks/diagnose_reverse.py`, the partial DDIM of `benchmarks/diagnose_steps.py`, the loss weights
-of `benchmarks/truncated_snr.py`, the learning-rate decay of `benchmarks/lr_decay.py` and the input
-perturbation of `benchmarks/input_perturbation.py`."""
+of `benchmarks/truncated_snr.py`, the learning-rate decay of `benchmarks/lr_decay.py`, the input
+perturbation of `benchmarks/input_perturbation.py` and the self-conditioned UNet of
+`benchmarks/self_conditioning.py`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from truncated_snr import truncated_min_snr_weights  # noqa: E402
 import diagnose_steps  # noqa: E402
 import input_perturbation  # noqa: E402
 import lr_decay  # noqa: E402
+import self_conditioning  # noqa: E402
 from conftest import ENV  # noqa: E402
 
 
@@ -143,6 +145,41 @@ def test_input_perturbation_perturbs_the_input_and_keeps_the_loss_draws_and_targ
     exact = train_diffusion.diffusion_loss(lambda x, tt: target, schedule, x0, torch.Generator().manual_seed(3),
                                            prediction="v_prediction")  # fmt: skip
     assert float(exact) == 0.0
+
+
+def test_self_conditioning_feeds_the_previous_x0_within_a_chain_and_zeros_at_its_start():
+    """Sampling (eval mode): the first call of a chain sees x0_prev = 0, the next (lower t) the x0 implied by
+    the previous output, and a call at a t not below the last starts a new chain. Training: each call trains
+    on x0_prev = 0 or on the network's own no-grad estimate. The config is the plain UNet's, the class name too."""
+    from ldmpipe.models.unet import UNet
+
+    schedule = NoiseSchedule.from_config("cosine", 20, 1e-4, 2e-2)
+    cls = self_conditioning.make_class(UNet, schedule, "v_prediction")
+    torch.manual_seed(0)
+    net = cls(2, 8, 8, [1, 2], 1, [4])
+    for p in net.parameters():  # the zero-initialised output layer would make every x0 estimate the same
+        torch.nn.init.normal_(p, std=0.1)
+    assert cls.__name__ == "UNet" and net.config == UNet(2, 8, 8, [1, 2], 1, [4]).config
+    seen = []
+    net.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    net.eval()
+    with torch.no_grad():
+        out = net(x, torch.full((3,), 9))
+        net(x, torch.full((3,), 5))
+        net(x, torch.full((3,), 9))
+    assert torch.equal(seen[0][:, 2:], torch.zeros_like(x)) and torch.equal(seen[0][:, :2], x)
+    assert torch.allclose(seen[1][:, 2:], predict_x0("v_prediction", out, x, float(schedule.alphas_cumprod[9])))
+    assert torch.equal(seen[2][:, 2:], torch.zeros_like(x))
+    net.train()
+    seen.clear()
+    t = torch.tensor([3, 7, 11])
+    for _ in range(12):
+        net(x, t).sum().backward()
+    trained = seen  # per call: [the no-grad pass, if any,] then the trained pass
+    assert 12 < len(trained) < 24
+    conds = [c[:, 2:] for c in trained]
+    assert any(torch.equal(c, torch.zeros_like(x)) for c in conds) and any(c.abs().sum() > 0 for c in conds)
 
 
 @pytest.mark.e2e

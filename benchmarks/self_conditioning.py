@@ -4,8 +4,8 @@ Self-conditioning (Chen, Zhang & Hinton 2022, "Analog Bits", sec. 3.2) feeds the
 previous estimate of x0 as extra input channels: x0_hat = f(x_t, x0_prev, t). In training, half of the
 batches (a coin per batch) first run the network with x0_prev = 0 without gradients and then train on its
 estimate; the others train with x0_prev = 0. In sampling, each step gets the x0 implied by the previous
-step's output (0 at the first step). It costs about a quarter more training compute (the extra
-forward pass on half the batches) and nothing more per sampling step.
+step's output (0 at the first step). It costs about a sixth more training compute (a
+forward pass, about a third of a training step, on half the batches) and nothing more per sampling step.
 
 This wrapper swaps ldmpipe's `UNet` for a subclass whose input convolution takes 2C channels (the config,
 so the checkpoint's metadata, is the plain UNet's) and runs the command. Train, sample and sweep all

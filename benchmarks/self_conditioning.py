@@ -37,10 +37,11 @@ def make_class(base: type, schedule, prediction: str) -> type:
     from ldmpipe.diffusion.parameterization import predict_x0
 
     def x0_of(out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x0 implied by the output at x_t = x (both (B, C, H, W)) for t (B,) or a scalar."""
+        """x0 implied by the output at x_t = x (both (B, C, H, W)) for t (B,) or a scalar: one conversion when
+        every row shares t (each sampler step), row by row otherwise (a training batch)."""
         tt = torch.as_tensor(t, device="cpu").long().reshape(-1)
-        if tt.numel() == 1:
-            return predict_x0(prediction, out, x, float(schedule.alphas_cumprod[int(tt)]))
+        if bool((tt == tt[0]).all()):
+            return predict_x0(prediction, out, x, float(schedule.alphas_cumprod[int(tt[0])]))
         rows = [predict_x0(prediction, out[i : i + 1], x[i : i + 1], float(schedule.alphas_cumprod[int(tt[i])]))
                 for i in range(len(tt))]  # fmt: skip
         return torch.cat(rows)
@@ -75,14 +76,13 @@ def patch(params_path: str) -> None:
     from ldmpipe.config import load_params, to_dict
     from ldmpipe.diffusion import NoiseSchedule
     from ldmpipe.models import unet as unet_module
-    from ldmpipe.stages import sample, sweep, sweep_reference, train_diffusion  # noqa: F401  (imported to patch)
-    from ldmpipe import generate
+    from ldmpipe.stages import sample, sweep, train_diffusion  # sweep_reference loads through sweep
+    from ldmpipe import generate  # its guide_for loads the autoguidance guide
 
     d = load_params(params_path).diffusion
     cls = make_class(unet_module.UNet, NoiseSchedule.from_params(to_dict(d)), d.prediction)
-    for module in (unet_module, generate, sample, sweep, sweep_reference, train_diffusion):
-        if getattr(module, "UNet", None) is not None:
-            module.UNet = cls
+    for module in (unet_module, generate, sample, sweep, train_diffusion):
+        module.UNet = cls
 
 
 def main(argv: list[str]) -> int:

@@ -176,9 +176,8 @@ def test_self_conditioning_feeds_the_previous_x0_within_a_chain_and_zeros_at_its
     t = torch.tensor([3, 7, 11])
     for _ in range(12):
         net(x, t).sum().backward()
-    trained = seen  # per call: [the no-grad pass, if any,] then the trained pass
-    assert 12 < len(trained) < 24
-    conds = [c[:, 2:] for c in trained]
+    assert 12 < len(seen) < 24  # per call: [the no-grad pass, if any,] then the trained pass
+    conds = [c[:, 2:] for c in seen]
     assert any(torch.equal(c, torch.zeros_like(x)) for c in conds) and any(c.abs().sum() > 0 for c in conds)
 
 
